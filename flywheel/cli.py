@@ -1,0 +1,125 @@
+"""`flywheel` command line: the local stack (up, down, status, logs) and the smoke job."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from flywheel.config import ConfigError, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+def friendly(fn):
+    """Turn the errors we expect (bad config, stack problems) into one clear message, exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from flywheel.stack.base import StackError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, StackError) as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@friendly
+def up(only: Annotated[Optional[list[str]], typer.Option(help="start only these services (and what they need)")] = None):
+    """Start the local stack (Kafka, HDFS, Flink, MLflow, Airflow) and wait until healthy."""
+    from flywheel.stack import control
+
+    cfg = load_config()
+    control.up(cfg, only=only, echo=typer.echo)
+    _print_status(cfg)
+
+
+@app.command()
+@friendly
+def down():
+    """Stop every service of the stack (data stays in the state dir)."""
+    from flywheel.stack import control
+
+    cfg = load_config()
+    typer.echo("stopped" if control.down(cfg) else "nothing was running")
+
+
+@app.command()
+@friendly
+def status():
+    """Show each service: health, URL, programs and memory; Airflow's admin login."""
+    cfg = load_config()
+    if not _print_status(cfg):
+        raise typer.Exit(1)
+
+
+def _print_status(cfg) -> bool:
+    from flywheel.stack import airflow, control
+
+    rows = control.status(cfg)
+    typer.echo(f"{'service':<9}{'health':<9}{'RSS MiB':>8}  {'url':<48} programs")
+    for r in rows:
+        progs = " ".join(f"{n}={s}" for n, s in r.programs.items())
+        health = typer.style("ok" if r.healthy else "DOWN", fg=typer.colors.GREEN if r.healthy else typer.colors.RED)
+        typer.echo(f"{r.name:<9}{health:<18}{r.rss_mib:>8.0f}  {r.url:<48} {progs}")
+    typer.echo(f"{'total':<18}{sum(r.rss_mib for r in rows):>8.0f}")
+    if (airflow.home(cfg) / "passwords.json").exists():
+        user, password = airflow.admin_credentials(cfg)
+        typer.echo(f"Airflow login: {user} / {password}   (state: {cfg.stack.root})")
+    return all(r.healthy for r in rows)
+
+
+@app.command()
+@friendly
+def logs(
+    program: Annotated[Optional[str], typer.Argument(help="a program name, e.g. kafka, flink-taskmanager")] = None,
+    lines: Annotated[int, typer.Option("-n", help="lines per file")] = 30,
+    follow: Annotated[bool, typer.Option("-f", help="keep following")] = False,
+):
+    """Print the tail of every service log (or one program's)."""
+    from flywheel.stack import control
+
+    files = control.log_files(load_config())
+    if program:
+        files = [f for f in files if f.name.startswith(program)]
+    if not files:
+        typer.echo("no logs yet")
+        return
+    cmd = ["tail", f"-n{lines}", *(["-F"] if follow else []), *map(str, files)]
+    sys.exit(subprocess.call(cmd))
+
+
+@app.command()
+@friendly
+def topics():
+    """Create the configured Kafka topics that do not exist yet."""
+    from flywheel.topics import ensure_topics
+
+    created = ensure_topics(load_config())
+    typer.echo(f"created: {', '.join(created)}" if created else "all topics exist")
+
+
+@app.command()
+@friendly
+def smoke():
+    """Run the smoke job: one record through every service of the stack."""
+    from flywheel.smoke import run_smoke
+
+    run_smoke(load_config(), echo=typer.echo)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

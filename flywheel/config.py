@@ -1,0 +1,290 @@
+"""Typed configuration: one YAML file parsed into pydantic models, overridable by env.
+
+Load order (later wins):
+  1. ``config/flywheel.yaml`` in the repository;
+  2. each file named in ``FLYWHEEL_CONFIG`` (``:``-separated), deep-merged on top;
+  3. environment variables ``FLYWHEEL__<SECTION>__<KEY>=value`` (values parsed as YAML,
+     so ``FLYWHEEL__FLINK__PARALLELISM=1`` is an int).
+
+A wrong value fails fast with :class:`ConfigError`, naming the key, the bad value, the
+file it came from and what to do.
+
+Example::
+
+    from flywheel.config import load_config
+    cfg = load_config()
+    cfg.kafka.bootstrap  # '127.0.0.1:9092'
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FILE = REPO_ROOT / "config" / "flywheel.yaml"
+ENV_PREFIX = "FLYWHEEL__"
+
+Port = int
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, mistyped or out of range."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_port(value: int) -> int:
+    if not 1024 <= value <= 65535:
+        raise ValueError(f"port {value} is outside 1024..65535 (unprivileged ports only)")
+    return value
+
+
+class StackConfig(_Section):
+    host: str = "127.0.0.1"
+    state_dir: Path = Path(".flywheel")
+    startup_timeout_s: float = Field(180, gt=0)
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_ip(cls, v: str) -> str:
+        ipaddress.ip_address(v)
+        return v
+
+    @property
+    def root(self) -> Path:
+        """Absolute state dir: data and logs of every service."""
+        p = self.state_dir if self.state_dir.is_absolute() else REPO_ROOT / self.state_dir
+        return p.resolve()
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+
+class TopicConfig(_Section):
+    partitions: int = Field(2, ge=1)
+    retention_hours: float = Field(168, gt=0)
+
+
+class KafkaConfig(_Section):
+    port: Port = 9092
+    controller_port: Port = 9093
+    heap: str = "512m"
+    num_partitions: int = Field(2, ge=1)
+    topics: dict[str, TopicConfig] = Field(default_factory=dict)
+
+    _ports = field_validator("port", "controller_port")(_check_port)
+
+
+class HdfsConfig(_Section):
+    namenode_port: Port = 8020
+    namenode_http_port: Port = 9870
+    datanode_port: Port = 9866
+    datanode_http_port: Port = 9864
+    datanode_ipc_port: Port = 9867
+    heap: str = "256m"
+    replication: int = Field(1, ge=1)
+    root: str = "/flywheel"
+
+    _ports = field_validator(
+        "namenode_port", "namenode_http_port", "datanode_port", "datanode_http_port",
+        "datanode_ipc_port",
+    )(_check_port)
+
+
+class FlinkConfig(_Section):
+    rest_port: Port = 8081
+    jobmanager_rpc_port: Port = 6123
+    taskmanager_rpc_port: Port = 6122
+    taskmanager_data_port: Port = 6121
+    blob_port: Port = 6124
+    metrics_query_port: Port = 6125
+    jobmanager_memory: str = "768m"
+    taskmanager_memory: str = "1536m"
+    task_slots: int = Field(2, ge=1)
+    parallelism: int = Field(2, ge=1)
+    checkpoint_interval_s: float = Field(30, gt=0)
+    checkpoint_dir: str = "/flywheel/flink/checkpoints"
+    savepoint_dir: str = "/flywheel/flink/savepoints"
+
+    _ports = field_validator(
+        "rest_port", "jobmanager_rpc_port", "taskmanager_rpc_port", "taskmanager_data_port",
+        "blob_port", "metrics_query_port",
+    )(_check_port)
+
+
+class MlflowConfig(_Section):
+    port: Port = 5000
+    backend_store_uri: str | None = None
+    artifacts_dir: Path | None = None
+    workers: int = Field(1, ge=1)
+
+    _ports = field_validator("port")(_check_port)
+
+
+class AirflowConfig(_Section):
+    port: Port = 8080
+    parallelism: int = Field(4, ge=1)
+    max_active_tasks_per_dag: int = Field(2, ge=1)
+    admin_user: str = "admin"
+    dags_dir: Path = Path("dags")
+
+    _ports = field_validator("port")(_check_port)
+
+
+class SparkConfig(_Section):
+    master: str = "local[2]"
+    driver_memory: str = "1g"
+
+
+class FlywheelConfig(_Section):
+    stack: StackConfig = StackConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    hdfs: HdfsConfig = HdfsConfig()
+    flink: FlinkConfig = FlinkConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    airflow: AirflowConfig = AirflowConfig()
+    spark: SparkConfig = SparkConfig()
+
+    # -- derived addresses, so no caller formats a URL by hand ------------------------------
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.stack.host}:{self.kafka.port}"
+
+    @property
+    def hdfs_uri(self) -> str:
+        return f"hdfs://{self.stack.host}:{self.hdfs.namenode_port}"
+
+    @property
+    def webhdfs_url(self) -> str:
+        return f"http://{self.stack.host}:{self.hdfs.namenode_http_port}"
+
+    @property
+    def flink_url(self) -> str:
+        return f"http://{self.stack.host}:{self.flink.rest_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.stack.host}:{self.mlflow.port}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://{self.stack.host}:{self.airflow.port}"
+
+    @property
+    def mlflow_backend_uri(self) -> str:
+        return self.mlflow.backend_store_uri or f"sqlite:///{self.stack.root / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.mlflow.artifacts_dir or self.stack.root / "mlflow" / "artifacts"
+
+    def all_ports(self) -> dict[str, int]:
+        """Every port the stack listens on, by ``section.key``."""
+        out: dict[str, int] = {}
+        for name in ("kafka", "hdfs", "flink", "mlflow", "airflow"):
+            section = getattr(self, name)
+            for key, value in section.model_dump().items():
+                if key == "port" or key.endswith("_port"):
+                    out[f"{name}.{key}"] = value
+        return out
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; fix FLYWHEEL_CONFIG or create it") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
+        if not keys:
+            continue
+        node = out
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        try:
+            node[keys[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            node[keys[-1]] = raw
+    return out
+
+
+def load_config(
+    files: list[Path] | None = None, environ: dict[str, str] | None = None
+) -> FlywheelConfig:
+    """Read the config: defaults file, overlay files, then env overrides.
+
+    Args:
+      files: overlay files; default: those in ``FLYWHEEL_CONFIG``.
+      environ: the environment to read overrides from; default ``os.environ``.
+
+    Raises:
+      ConfigError: a file is missing or malformed, or a value is invalid.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    if files is None:
+        files = [Path(p) for p in environ.get("FLYWHEEL_CONFIG", "").split(":") if p]
+    files = [p if p.is_absolute() else REPO_ROOT / p for p in files]
+    sources = [DEFAULT_FILE, *files]
+    data: dict[str, Any] = {}
+    for path in sources:
+        data = _deep_merge(data, _read_yaml(path))
+    data = _deep_merge(data, _env_overrides(environ))
+    try:
+        cfg = FlywheelConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"])
+            problems.append(f"  {where} = {err.get('input')!r}: {err['msg']} (set it in {sources[-1].name} or {env})")
+        raise ConfigError(
+            "invalid Flywheel configuration (read from "
+            + ", ".join(str(p) for p in sources) + "):\n" + "\n".join(problems)
+        ) from None
+    _check_unique_ports(cfg)
+    return cfg
+
+
+def _check_unique_ports(cfg: FlywheelConfig) -> None:
+    seen: dict[int, str] = {}
+    for key, port in cfg.all_ports().items():
+        if port in seen:
+            raise ConfigError(f"port {port} is given to both {seen[port]} and {key}; give each service its own port")
+        seen[port] = key
+
+
+@functools.lru_cache(maxsize=1)
+def config() -> FlywheelConfig:
+    """The process-wide config, read once."""
+    return load_config()

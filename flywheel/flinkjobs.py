@@ -1,0 +1,65 @@
+"""Submit, watch and cancel PyFlink jobs on the stack's Flink cluster (from the ML environment)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+from flywheel.config import REPO_ROOT, FlywheelConfig
+from flywheel.stack import flink
+from flywheel.stack.base import StackError
+
+TERMINAL = {"FINISHED", "FAILED", "CANCELED"}
+
+
+def submit(cfg: FlywheelConfig, script: Path, args: list[str], timeout_s: float = 180) -> str:
+    """Submit ``script`` detached to the cluster; return its Flink job id.
+
+    The `flink` client compiles the Python job with the Flink environment's interpreter and
+    the cluster's FLINK_CONF_DIR/FLINK_LIB_DIR (which holds the Kafka connector).
+    """
+    cli = flink.PYFLINK_HOME / "bin" / "flink"
+    env = {**os.environ, **flink.environment(cfg)}
+    cmd = [str(cli), "run", "--detached", "--python", str(script), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=timeout_s)
+    out = proc.stdout + proc.stderr
+    match = re.search(r"JobID ([0-9a-f]{32})", out)
+    if proc.returncode != 0 or not match:
+        tail = "\n".join(out.strip().splitlines()[-25:])
+        raise StackError(f"flink run {script.name} failed (exit {proc.returncode}):\n{tail}")
+    return match.group(1)
+
+
+def state(cfg: FlywheelConfig, job_id: str) -> str:
+    resp = requests.get(f"{cfg.flink_url}/jobs/{job_id}", timeout=5)
+    resp.raise_for_status()
+    return resp.json()["state"]
+
+
+def wait(cfg: FlywheelConfig, job_id: str, until: set[str] = TERMINAL, timeout_s: float = 180) -> str:
+    """Poll the job until its state is in ``until``; return that state (or raise on timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        current = state(cfg, job_id)
+        if current in until:
+            return current
+        if current in TERMINAL:
+            raise StackError(f"Flink job {job_id} ended {current} while waiting for {sorted(until)}; see {cfg.flink_url}/#/job/completed/{job_id}")
+        if time.monotonic() > deadline:
+            raise StackError(f"Flink job {job_id} still {current} after {timeout_s:.0f}s")
+        time.sleep(1)
+
+
+def cancel(cfg: FlywheelConfig, job_id: str) -> None:
+    requests.patch(f"{cfg.flink_url}/jobs/{job_id}?mode=cancel", timeout=5).raise_for_status()
+
+
+def exceptions(cfg: FlywheelConfig, job_id: str) -> str:
+    """The root exception Flink recorded for a job, for error messages."""
+    body = requests.get(f"{cfg.flink_url}/jobs/{job_id}/exceptions", timeout=5).json()
+    return (body.get("root-exception") or str(body.get("exceptionHistory", {}).get("entries", ""))[:2000])

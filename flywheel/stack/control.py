@@ -1,0 +1,160 @@
+"""Bring the local stack up and down, and report on it: the logic behind `make up/down/status`."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from flywheel.config import FlywheelConfig
+from flywheel.stack import supervisor as sv
+from flywheel.stack.base import Service, StackError, port_free, services
+
+
+def _select(cfg: FlywheelConfig, only: list[str] | None) -> list[Service]:
+    every = services(cfg)
+    if not only:
+        return every
+    names = {s.name for s in every}
+    unknown = set(only) - names
+    if unknown:
+        raise StackError(f"unknown service(s) {sorted(unknown)}; choose from {sorted(names)}")
+    wanted = set(only)
+    for svc in every:  # pull in what a chosen service needs
+        if svc.name in wanted:
+            wanted.update(svc.requires)
+    return [s for s in every if s.name in wanted]
+
+
+def _who_listens(port: int) -> str:
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                proc = psutil.Process(conn.pid)
+                return f"pid {conn.pid} ({' '.join(proc.cmdline()[:3])[:80]})"
+    except (psutil.Error, OSError):
+        pass
+    return "another process"
+
+
+def _check_ports(cfg: FlywheelConfig, chosen: list[Service], sup: sv.Supervisor) -> None:
+    running = {n for n, p in sup.info().items() if p["statename"] in ("RUNNING", "STARTING")}
+    names = {p: k for k, p in cfg.all_ports().items()}
+    for svc in chosen:
+        if all(prog.name in running for prog in svc.programs):
+            continue
+        for port in svc.ports:
+            if not port_free(cfg.stack.host, port):
+                key = names.get(port, svc.name)
+                env = "FLYWHEEL__" + key.replace(".", "__").upper()
+                raise StackError(
+                    f"port {cfg.stack.host}:{port} ({key}) is already in use by {_who_listens(port)}. "
+                    f"Stop that process, or give {svc.name} another port: {env}=<port> or edit config/flywheel.yaml."
+                )
+
+
+def _log_tail(cfg: FlywheelConfig, svc: Service, lines: int = 12) -> str:
+    out = []
+    for prog in svc.programs:
+        path = cfg.stack.logs / f"{prog.name}.log"
+        if path.exists():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path} (last {len(tail)} lines)\n" + "\n".join(tail))
+    return "\n".join(out)
+
+
+def up(cfg: FlywheelConfig, only: list[str] | None = None, echo=print) -> None:
+    """Prepare, start and health-check the chosen services (default: all); idempotent."""
+    chosen = _select(cfg, only)
+    cfg.stack.root.mkdir(parents=True, exist_ok=True)
+    sup = sv.Supervisor(cfg)
+    _check_ports(cfg, chosen, sup)
+    echo(f"preparing {', '.join(s.name for s in chosen)} (state in {cfg.stack.root})")
+    with ThreadPoolExecutor(max_workers=len(chosen)) as pool:
+        for svc, fut in [(s, pool.submit(s.prepare)) for s in chosen]:
+            try:
+                fut.result()
+            except StackError as exc:
+                raise StackError(f"{svc.name}: {exc}") from None
+    sv.render(cfg, services(cfg))
+    sup.start_daemon()
+    for svc in chosen:
+        for prog in svc.programs:
+            sup.start(prog.name)
+    started = time.monotonic()
+    pending = {s.name: s for s in chosen}
+    while pending:
+        for name, svc in list(pending.items()):
+            try:
+                ok = svc.healthy()
+            except Exception:  # noqa: BLE001 - not answering yet
+                ok = False
+            if ok:
+                svc.post_start()
+                echo(f"  {name:<8} healthy after {time.monotonic() - started:5.1f}s  {svc.url}")
+                del pending[name]
+                continue
+            info = sup.info()
+            dead = [p.name for p in svc.programs if info.get(p.name, {}).get("statename") in ("FATAL", "EXITED", "BACKOFF")]
+            if dead and time.monotonic() - started > 5:
+                raise StackError(f"{name}: {', '.join(dead)} exited while starting.\n{_log_tail(cfg, svc)}")
+        if pending and time.monotonic() - started > cfg.stack.startup_timeout_s:
+            names = ", ".join(pending)
+            tails = "\n".join(_log_tail(cfg, s) for s in pending.values())
+            raise StackError(f"not healthy after {cfg.stack.startup_timeout_s:.0f}s: {names}.\n{tails}")
+        time.sleep(1)
+
+
+def down(cfg: FlywheelConfig) -> bool:
+    """Stop every program and supervisord; True if anything was running."""
+    sup = sv.Supervisor(cfg)
+    if not sup.running():
+        return False
+    sup.shutdown()
+    return True
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    healthy: bool
+    url: str
+    programs: dict[str, str]
+    rss_mib: float
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def status(cfg: FlywheelConfig) -> list[ServiceStatus]:
+    info = sv.Supervisor(cfg).info()
+    out = []
+    for svc in services(cfg):
+        progs = {p.name: info.get(p.name, {}).get("statename", "STOPPED") for p in svc.programs}
+        rss = sum(_rss_mib(info[p.name]["pid"]) for p in svc.programs if info.get(p.name, {}).get("pid"))
+        try:
+            ok = svc.healthy() if any(s == "RUNNING" for s in progs.values()) else False
+        except Exception:  # noqa: BLE001
+            ok = False
+        out.append(ServiceStatus(svc.name, ok, svc.url, progs, rss))
+    return out
+
+
+def log_files(cfg: FlywheelConfig) -> list[Path]:
+    logs = cfg.stack.logs
+    return sorted(p for p in logs.glob("**/*") if p.is_file() and p.suffix in (".log", ".out")) if logs.exists() else []

@@ -1,0 +1,137 @@
+"""Flink: a standalone session cluster (JobManager + TaskManager) from PyFlink's distribution.
+
+PyFlink's install is hard-linked from uv's cache, so nothing is edited in place: the cluster
+reads a rendered ``FLINK_CONF_DIR`` and a ``FLINK_LIB_DIR`` of symlinks (PyFlink's own lib
+jars, ``flink-python`` from ``opt/`` for thread mode, and the Maven-fetched Kafka connector and
+Parquet format).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from flywheel.config import REPO_ROOT, FlywheelConfig
+from flywheel.stack import hdfs
+from flywheel.stack.base import FLINK_PYTHON, JVM_DIR, VENV, Program, Service, http_json, jars, require, write
+
+SITE_PACKAGES = VENV / "flink" / "lib" / "python3.11" / "site-packages"
+PYFLINK_HOME = SITE_PACKAGES / "pyflink"
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def flink_config(cfg: FlywheelConfig) -> dict:
+    """config.yaml: PyFlink's defaults (JVM flags for Java 17) overlaid with the stack's settings."""
+    host, f, home = cfg.stack.host, cfg.flink, cfg.stack.root / "flink"
+    defaults = yaml.safe_load((PYFLINK_HOME / "conf" / "config.yaml").read_text()) or {}
+    pythonpath = f"{SITE_PACKAGES}:{REPO_ROOT}"
+    ours = {
+        "jobmanager": {
+            "bind-host": host, "rpc": {"address": host, "port": f.jobmanager_rpc_port},
+            "memory": {"process": {"size": f.jobmanager_memory}},
+        },
+        "taskmanager": {
+            "bind-host": host, "host": host, "numberOfTaskSlots": f.task_slots,
+            "rpc": {"port": f.taskmanager_rpc_port}, "data": {"port": f.taskmanager_data_port},
+            "memory": {"process": {"size": f.taskmanager_memory}},
+        },
+        "rest": {"address": host, "bind-address": host, "port": f.rest_port},
+        "blob": {"server": {"port": str(f.blob_port)}},
+        # JM and TM each take one port of this range for the metrics query service.
+        "metrics": {"internal": {"query-service": {"port": f"{f.metrics_query_port}-{f.metrics_query_port + 1}"}}},
+        "parallelism": {"default": f.parallelism},
+        "state": {"backend": {"type": "rocksdb", "incremental": True}},
+        "execution": {"checkpointing": {
+            "dir": f"{cfg.hdfs_uri}{f.checkpoint_dir}",
+            "savepoint-dir": f"{cfg.hdfs_uri}{f.savepoint_dir}",
+            "interval": f"{int(f.checkpoint_interval_s * 1000)} ms",
+        }},
+        "io": {"tmp": {"dirs": str(home / "tmp")}},
+        "web": {"tmpdir": str(home / "tmp" / "web")},
+        "blob.storage.directory": str(home / "tmp" / "blob"),
+        # Thread mode: the Python worker runs inside the TaskManager (pemja); process mode would
+        # open Beam gRPC listeners on every interface.
+        "python": {
+            "executable": str(FLINK_PYTHON), "client": {"executable": str(FLINK_PYTHON)},
+            "execution-mode": "thread", "pythonpath": pythonpath,
+        },
+    }
+    return _deep_merge(defaults, ours)
+
+
+def lib_dir(cfg: FlywheelConfig) -> Path:
+    return cfg.stack.root / "flink" / "lib"
+
+
+def environment(cfg: FlywheelConfig) -> dict[str, str]:
+    """Environment for the cluster daemons and for the `flink` CLI that submits jobs."""
+    return {
+        "FLINK_CONF_DIR": str(cfg.stack.root / "flink" / "conf"),
+        "FLINK_LIB_DIR": str(lib_dir(cfg)),
+        "FLINK_LOG_DIR": str(cfg.stack.logs / "flink"),
+        "FLINK_PID_DIR": str(cfg.stack.root / "flink" / "pid"),
+        "HADOOP_CONF_DIR": str(hdfs.conf_dir(cfg)),
+        "HADOOP_CLASSPATH": jars("hadoop-client"),
+        "PYFLINK_CLIENT_EXECUTABLE": str(FLINK_PYTHON),
+        "PATH": f"{FLINK_PYTHON.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+    }
+
+
+def _link_libs(cfg: FlywheelConfig) -> None:
+    target = lib_dir(cfg)
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    sources = [
+        *sorted((PYFLINK_HOME / "lib").glob("*.jar")),
+        *sorted((PYFLINK_HOME / "opt").glob("flink-python-*.jar")),
+        *sorted((JVM_DIR / "flink-lib").glob("*.jar")),
+    ]
+    for jar in sources:
+        (target / jar.name).symlink_to(jar)
+
+
+def service(cfg: FlywheelConfig) -> Service:
+    home = cfg.stack.root / "flink"
+    conf = home / "conf"
+    bin_dir = PYFLINK_HOME / "bin"
+    env = environment(cfg)
+
+    def prepare() -> None:
+        require(PYFLINK_HOME / "bin" / "jobmanager.sh", "PyFlink (the .venv/flink environment)")
+        jars("flink-lib")
+        write(conf / "config.yaml", yaml.safe_dump(flink_config(cfg), sort_keys=False))
+        write(conf / "masters", f"{cfg.stack.host}:{cfg.flink.rest_port}\n")
+        write(conf / "workers", f"{cfg.stack.host}\n")
+        for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties",
+                     "log4j-session.properties", "logback.xml", "logback-console.xml"):
+            shutil.copyfile(PYFLINK_HOME / "conf" / name, conf / name)
+        (home / "tmp").mkdir(parents=True, exist_ok=True)
+        (cfg.stack.logs / "flink").mkdir(parents=True, exist_ok=True)
+        _link_libs(cfg)
+
+    def healthy() -> bool:
+        overview = http_json(f"{cfg.flink_url}/overview")
+        return bool(overview) and overview.get("taskmanagers", 0) >= 1
+
+    return Service(
+        name="flink",
+        url=cfg.flink_url,
+        programs=[
+            Program("flink-jobmanager", [str(bin_dir / "jobmanager.sh"), "start-foreground"], env=env),
+            Program("flink-taskmanager", [str(bin_dir / "taskmanager.sh"), "start-foreground"], env=env),
+        ],
+        prepare=prepare,
+        healthy=healthy,
+        ports=[cfg.flink.rest_port, cfg.flink.jobmanager_rpc_port, cfg.flink.taskmanager_rpc_port,
+               cfg.flink.taskmanager_data_port, cfg.flink.blob_port],
+        requires=["hdfs"],
+    )
