@@ -1,0 +1,51 @@
+# Flywheel: `make help` lists the targets. Everything runs from the repository's own
+# environments (.venv/ml, .venv/flink, .venv/airflow), created by `make setup`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+FLYWHEEL := .venv/ml/bin/flywheel
+PYTEST := .venv/ml/bin/python -m pytest
+UV := .venv/bootstrap/bin/uv
+
+.PHONY: help setup lock up down status logs demo smoke test test-unit test-integration clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: ## Install everything: Debian packages, Python envs, JVM jars (idempotent, fast when unchanged)
+	@./scripts/setup.sh
+
+lock: ## Re-compile requirements*.txt from requirements*.in (exact pins)
+	$(UV) pip compile -q --python-version 3.11 requirements.in -o requirements.txt
+	$(UV) pip compile -q --python-version 3.11 requirements/flink.in -o requirements/flink.txt
+	$(UV) pip compile -q --python-version 3.11 requirements/airflow.in -o requirements/airflow.txt
+
+up: setup ## Start the local stack (Kafka, HDFS, Flink, MLflow, Airflow) and wait until healthy
+	@$(FLYWHEEL) up
+
+down: ## Stop the local stack (data stays in .flywheel/)
+	@if [ -x $(FLYWHEEL) ]; then $(FLYWHEEL) down; fi
+
+status: ## Each service: health, URL, memory; the Airflow admin login
+	@$(FLYWHEEL) status
+
+logs: ## Tail every service log (make logs P=kafka for one program)
+	@$(FLYWHEEL) logs $(P)
+
+smoke: ## Run the smoke job against the running stack
+	@$(FLYWHEEL) smoke
+
+demo: up ## Set up, start the stack and run the main job (for now: the smoke job across every service)
+	@$(FLYWHEEL) smoke
+	@echo "The stack keeps running: 'make status' for URLs and logins, 'make down' to stop it."
+
+test: setup ## Set up, then run every test (unit + integration; integration starts its own stack on test ports)
+	@$(PYTEST) tests
+
+test-unit: setup ## Unit tests only (no services)
+	@$(PYTEST) tests -m "not integration"
+
+test-integration: setup ## Integration tests only (starts and stops a stack on the test ports)
+	@$(PYTEST) tests -m integration
+
+clean: down ## Stop the stack and delete its data and logs (.flywheel/, .flywheel-test/)
+	rm -rf .flywheel .flywheel-test

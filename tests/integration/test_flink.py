@@ -1,0 +1,41 @@
+"""The real Flink cluster runs a PyFlink job (thread mode) reading and writing Kafka through
+the connector fetched from Maven Central."""
+
+import json
+import uuid
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+
+from flywheel import flinkjobs
+from flywheel.config import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_pyflink_job_reads_one_topic_and_writes_another(stack):
+    src, dst = f"it-src-{uuid.uuid4().hex[:6]}", f"it-dst-{uuid.uuid4().hex[:6]}"
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin.create_topics([NewTopic(src, 2, 1), NewTopic(dst, 2, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    for i in range(120):
+        producer.send(src, key=str(i).encode(), value=json.dumps({"i": i}).encode())
+    producer.send(src, key=b"bad", value=b"not json")
+    producer.flush()
+
+    job = flinkjobs.submit(stack, REPO_ROOT / "streaming/jobs/passthrough.py", [
+        "--bootstrap", stack.kafka_bootstrap, "--source", src, "--sink", dst,
+        "--start-offsets", json.dumps({"0": 0, "1": 0}),
+    ])
+    final = flinkjobs.wait(stack, job, timeout_s=240)
+    assert final == "FINISHED", flinkjobs.exceptions(stack, job)
+
+    consumer = KafkaConsumer(dst, bootstrap_servers=stack.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=10_000)
+    out = [json.loads(m.value) for m in consumer]
+    consumer.close()
+    assert sorted(r["i"] for r in out if "i" in r) == list(range(120))
+    assert all(r["via"] == "flink" for r in out)
+    assert {"malformed": "not json", "via": "flink"} in out
