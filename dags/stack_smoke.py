@@ -65,7 +65,7 @@ def stack_smoke():
         name="flywheel-smoke-count",
         driver_memory=CFG.spark.driver_memory,
         conf={"spark.driver.host": CFG.stack.host, "spark.driver.bindAddress": CFG.stack.host,
-              "spark.ui.enabled": "false"},
+              "spark.ui.enabled": "false", "spark.log.level": "WARN"},
         env_vars={"HADOOP_CONF_DIR": str(conf_dir(CFG)), "PYSPARK_PYTHON": ML_ENV_PYTHON,
                   "SPARK_LOCAL_IP": CFG.stack.host},
         application_args=["--path", partition, "--expect", "{{ params.rows }}"],

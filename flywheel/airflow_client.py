@@ -93,11 +93,13 @@ class AirflowClient:
 
         A 401 (expired token) triggers one fresh login and a retry.
         """
+        headers = dict(kwargs.pop("headers", None) or {})
         try:
             for attempt in (1, 2):
                 if self._token is None:
                     self._token = self._login()
-                resp = self._send(method, path, headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
+                headers["Authorization"] = f"Bearer {self._token}"
+                resp = self._send(method, path, headers=headers, **kwargs)
                 if resp.status_code != 401 or attempt == 2:
                     break
                 self._token = None

@@ -63,3 +63,16 @@ def exceptions(cfg: FlywheelConfig, job_id: str) -> str:
     """The root exception Flink recorded for a job, for error messages."""
     body = requests.get(f"{cfg.flink_url}/jobs/{job_id}/exceptions", timeout=5).json()
     return (body.get("root-exception") or str(body.get("exceptionHistory", {}).get("entries", ""))[:2000])
+
+
+def wait_for_checkpoint(cfg: FlywheelConfig, job_id: str, timeout_s: float = 120) -> dict:
+    """Wait for the job's first completed checkpoint; return Flink's record of it (with
+    ``external_path``, the checkpoint's location on durable storage)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = requests.get(f"{cfg.flink_url}/jobs/{job_id}/checkpoints", timeout=5).json()
+        latest = (stats.get("latest") or {}).get("completed")
+        if latest:
+            return latest
+        time.sleep(1)
+    raise StackError(f"Flink job {job_id} completed no checkpoint in {timeout_s:.0f}s; see {cfg.flink_url}/#/job/running/{job_id}/checkpoints")

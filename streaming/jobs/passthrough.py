@@ -1,8 +1,9 @@
 """Smoke job: read a Kafka topic, tag each JSON record in Python, write another topic.
 
 Proves the cluster, the Maven-fetched Kafka connector and the Python (thread-mode) worker
-work together. Bounded: it reads from the given start offsets up to the end offsets seen at
-start-up, then finishes.
+work together. Bounded by default: it reads from the given start offsets up to the end
+offsets seen at start-up, then finishes; ``--unbounded`` keeps it running (and
+checkpointing) until cancelled.
 
 Run (the `flywheel.flinkjobs.submit` helper does this with the stack's environment)::
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sink", required=True)
     parser.add_argument("--start-offsets", required=True, help='JSON {"<partition>": <offset>}')
     parser.add_argument("--group", default="flywheel-passthrough")
+    parser.add_argument("--unbounded", action="store_true", help="keep reading until cancelled")
     args = parser.parse_args(argv)
 
     starts = {
@@ -55,16 +57,17 @@ def main(argv: list[str] | None = None) -> None:
         for p, o in json.loads(args.start_offsets).items()
     }
     env = StreamExecutionEnvironment.get_execution_environment()
-    source = (
+    builder = (
         KafkaSource.builder()
         .set_bootstrap_servers(args.bootstrap)
         .set_topics(args.source)
         .set_group_id(args.group)
         .set_starting_offsets(KafkaOffsetsInitializer.offsets(starts))
-        .set_bounded(KafkaOffsetsInitializer.latest())
         .set_value_only_deserializer(SimpleStringSchema())
-        .build()
     )
+    if not args.unbounded:
+        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+    source = builder.build()
     sink = (
         KafkaSink.builder()
         .set_bootstrap_servers(args.bootstrap)

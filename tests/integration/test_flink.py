@@ -5,11 +5,13 @@ import json
 import uuid
 
 import pytest
+import requests
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from flywheel import flinkjobs
 from flywheel.config import REPO_ROOT
+from flywheel.hdfs import webhdfs
 
 pytestmark = pytest.mark.integration
 
@@ -39,3 +41,32 @@ def test_pyflink_job_reads_one_topic_and_writes_another(stack):
     assert sorted(r["i"] for r in out if "i" in r) == list(range(120))
     assert all(r["via"] == "flink" for r in out)
     assert {"malformed": "not json", "via": "flink"} in out
+
+
+def test_streaming_job_checkpoints_rocksdb_state_to_hdfs(stack):
+    topic = f"it-ckpt-{uuid.uuid4().hex[:6]}"
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    job = flinkjobs.submit(stack, REPO_ROOT / "streaming/jobs/passthrough.py", [
+        "--bootstrap", stack.kafka_bootstrap, "--source", topic, "--sink", topic + "-out",
+        "--start-offsets", json.dumps({"0": 0}), "--unbounded",
+    ])
+    try:
+        flinkjobs.wait(stack, job, until={"RUNNING"}, timeout_s=120)
+        completed = flinkjobs.wait_for_checkpoint(stack, job, timeout_s=120)
+        config = requests.get(f"{stack.flink_url}/jobs/{job}/checkpoints/config", timeout=5).json()
+    finally:
+        flinkjobs.cancel(stack, job)
+    assert "RocksDB" in config["state_backend"], config
+    assert completed["external_path"].startswith(f"{stack.hdfs_uri}{stack.flink.checkpoint_dir}/{job}/chk-")
+    chk = completed["external_path"].removeprefix(stack.hdfs_uri)
+    assert webhdfs(stack).exists(f"{chk}/_metadata")
+
+
+def test_cluster_runs_python_in_thread_mode_on_loopback(stack):
+    conf = {e["key"]: e["value"] for e in requests.get(f"{stack.flink_url}/jobmanager/config", timeout=5).json()}
+    assert conf["python.execution-mode"] == "thread"
+    assert conf["state.backend.type"] == "rocksdb"
+    for key in ("jobmanager.bind-host", "taskmanager.bind-host", "rest.bind-address"):
+        assert conf[key] == "127.0.0.1", key
