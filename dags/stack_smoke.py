@@ -24,7 +24,7 @@ from airflow.sdk import Param, dag, task
 
 from flywheel.config import load_config
 from flywheel.paths import ML_PYTHON, REPO_ROOT, VENV
-from flywheel.stack.hdfs import conf_dir
+from flywheel.spark import spark_env
 
 CFG = load_config()
 ML_ENV_PYTHON = os.environ.get("FLYWHEEL_ML_PYTHON", str(ML_PYTHON))
@@ -66,8 +66,7 @@ def stack_smoke():
         driver_memory=CFG.spark.driver_memory,
         conf={"spark.driver.host": CFG.stack.host, "spark.driver.bindAddress": CFG.stack.host,
               "spark.ui.enabled": "false", "spark.log.level": "WARN"},
-        env_vars={"HADOOP_CONF_DIR": str(conf_dir(CFG)), "PYSPARK_PYTHON": ML_ENV_PYTHON,
-                  "SPARK_LOCAL_IP": CFG.stack.host},
+        env_vars={**spark_env(CFG), "PYSPARK_PYTHON": ML_ENV_PYTHON},  # HADOOP_CONF_DIR, SPARK_LOCAL_IP
         application_args=["--path", partition, "--expect", "{{ params.rows }}"],
     )
 

@@ -47,6 +47,24 @@ def _q(part: str) -> str:
     return quote(part, safe="")
 
 
+def _format_error(detail: Any) -> list[str]:
+    """Airflow's structured exception (a list of dicts) as ``type: value (file:line in name)``."""
+    if not detail:
+        return []
+    if not isinstance(detail, list):
+        return str(detail).splitlines()
+    out = []
+    for exc in detail:
+        if not isinstance(exc, dict):
+            out.append(str(exc))
+            continue
+        frames = exc.get("frames") or [{}]
+        where = frames[-1]
+        out.append(f"  {exc.get('exc_type')}: {exc.get('exc_value')} "
+                   f"({where.get('filename')}:{where.get('lineno')} in {where.get('name')})")
+    return out
+
+
 class AirflowClient:
     """Talks to one Airflow api-server as one user; the bearer token is fetched lazily.
 
@@ -74,7 +92,8 @@ class AirflowClient:
         return cls(cfg.airflow_url, user, password)
 
     # -- transport ---------------------------------------------------------------------------
-    @retry(retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout)),
+    # Only connection failures are retried: a read timeout on a POST may already have started a run.
+    @retry(retry=retry_if_exception_type(requests.ConnectionError),
            stop=stop_after_attempt(4), wait=wait_exponential(multiplier=0.5, max=5), reraise=True)
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         return self._session.request(method, self.base_url + path, timeout=self.timeout_s, **kwargs)
@@ -156,16 +175,17 @@ class AirflowClient:
         return self.request("GET", path, params={"limit": 100}).json()["task_instances"]
 
     def log_tail(self, dag_id: str, run_id: str, task_id: str, try_number: int, lines: int = 30) -> str:
-        """The last ``lines`` lines of one task try's log."""
+        """The last ``lines`` lines of one task try's log, exceptions shown as type, value, frame."""
         path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/logs/{try_number}"
         resp = self.request("GET", path, params={"full_content": "true"}, headers={"Accept": "application/json"})
-        out = []
+        out: list[str] = []
         for item in resp.json().get("content", []):
-            if isinstance(item, dict):
-                out.append(" ".join(str(item[k]) for k in ("level", "event") if item.get(k) is not None))
-                out.extend(str(item["error_detail"]).splitlines()[-10:] if item.get("error_detail") else [])
-            else:
+            if not isinstance(item, dict):
                 out.extend(str(item).splitlines())
+                continue
+            if not str(item.get("event", "")).startswith("::"):
+                out.append(f"{item.get('level', '')} {item.get('event', '')}".strip())
+            out.extend(_format_error(item.get("error_detail")))
         return "\n".join(out[-lines:])
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout_s: float = 600.0, poll_s: float = 2.0) -> dict:
@@ -191,9 +211,8 @@ class AirflowClient:
         parts = ["task states: " + ", ".join(f"{t['task_id']}={t['state']}" for t in tis)]
         for ti in tis:
             if ti["state"] in ("failed", "up_for_retry") and ti.get("try_number"):
-                for attempt in range(1, ti["try_number"] + 1):
-                    tail = self.log_tail(dag_id, run_id, ti["task_id"], attempt)
-                    parts.append(f"--- {ti['task_id']} try {attempt} log tail ---\n{tail}")
+                tail = self.log_tail(dag_id, run_id, ti["task_id"], ti["try_number"])
+                parts.append(f"--- {ti['task_id']} log tail (try {ti['try_number']}) ---\n{tail}")
         return "\n".join(parts)
 
     def run_dag(self, dag_id: str, conf: dict | None = None, timeout_s: float = 600.0) -> dict:

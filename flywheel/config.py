@@ -199,11 +199,11 @@ class FlywheelConfig(_Section):
         return out
 
 
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -258,8 +258,8 @@ def load_config(
     sources = [DEFAULT_FILE, *files]
     data: dict[str, Any] = {}
     for path in sources:
-        data = _deep_merge(data, _read_yaml(path))
-    data = _deep_merge(data, _env_overrides(environ))
+        data = deep_merge(data, _read_yaml(path))
+    data = deep_merge(data, _env_overrides(environ))
     try:
         cfg = FlywheelConfig.model_validate(data)
     except ValidationError as exc:

@@ -31,6 +31,7 @@ def spark_session(cfg: FlywheelConfig, app_name: str):
         .config("spark.driver.host", cfg.stack.host)
         .config("spark.driver.bindAddress", cfg.stack.host)
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.hadoop.fs.defaultFS", cfg.hdfs_uri)
         .getOrCreate()

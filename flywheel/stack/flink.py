@@ -14,19 +14,12 @@ from pathlib import Path
 
 import yaml
 
-from flywheel.config import REPO_ROOT, FlywheelConfig
+from flywheel.config import REPO_ROOT, FlywheelConfig, deep_merge
 from flywheel.stack import hdfs
 from flywheel.stack.base import FLINK_PYTHON, JVM_DIR, VENV, Program, Service, http_json, jars, require, write
 
 SITE_PACKAGES = VENV / "flink" / "lib" / "python3.11" / "site-packages"
 PYFLINK_HOME = SITE_PACKAGES / "pyflink"
-
-
-def _deep_merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def flink_config(cfg: FlywheelConfig) -> dict:
@@ -65,7 +58,7 @@ def flink_config(cfg: FlywheelConfig) -> dict:
             "execution-mode": "thread", "pythonpath": pythonpath,
         },
     }
-    return _deep_merge(defaults, ours)
+    return deep_merge(defaults, ours)
 
 
 def lib_dir(cfg: FlywheelConfig) -> Path:

@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     listens beyond the stack host.
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--path", required=True, help="partition folder, e.g. hdfs://127.0.0.1:8020/flywheel/smoke/...")
+    parser.add_argument("--path", required=True,
+                        help="partition folder, e.g. hdfs://127.0.0.1:8020/flywheel/smoke/airflow/<run>")
     parser.add_argument("--expect", required=True, type=int, help="rows the partition must hold")
     args = parser.parse_args(argv)
 

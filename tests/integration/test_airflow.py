@@ -1,13 +1,18 @@
 """The real Airflow: the `stack_smoke` DAG triggered over the REST API crosses HDFS, Spark and MLflow."""
 
 import json
+import os
+import subprocess
+import uuid
 
 import pytest
 from mlflow import MlflowClient
 
 from flywheel.airflow_client import AirflowClient, AirflowError
 from flywheel.hdfs import webhdfs
-from pipelines.batch.smoke_count import EXPERIMENT, RUN_TAG, partition_dir
+from flywheel.paths import ML_PYTHON, REPO_ROOT, VENV
+from flywheel.spark import spark_env
+from pipelines.batch.smoke_count import EXPERIMENT, RUN_TAG, log_run, partition_dir, write_rows
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +58,31 @@ def test_trigger_with_wrong_param_type_is_refused_with_400(airflow):
     assert "rows" in str(refused.value)
     after = airflow.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 1}).json()["total_entries"]
     assert after == before, "a refused trigger must not create a DAG run"
+
+
+def test_spark_count_fails_when_the_partition_holds_other_rows(stack):
+    uri = write_rows(stack, f"it-mismatch-{uuid.uuid4().hex[:8]}", 5)
+    proc = subprocess.run(
+        [str(VENV / "ml" / "bin" / "spark-submit"), "--master", stack.spark.master,
+         "--conf", "spark.ui.enabled=false", "--conf", "spark.log.level=WARN",
+         str(REPO_ROOT / "pipelines" / "batch" / "smoke_count.py"), "--path", uri, "--expect", "6"],
+        env={**os.environ, **spark_env(stack), "PYSPARK_PYTHON": str(ML_PYTHON)},
+        capture_output=True, text=True, timeout=300,
+    )
+    output = proc.stdout + proc.stderr  # spark-submit merges the Python driver's stderr into stdout
+    assert proc.returncode != 0, output[-3000:]
+    assert f"{uri} holds 5 rows, expected 6" in output, output[-3000:]
+
+
+def test_write_partition_and_mlflow_run_are_idempotent_per_dag_run(stack):
+    run_id = f"it-retry-{uuid.uuid4().hex[:8]}"
+    for _ in range(2):  # a task retry or a cleared run repeats both steps with the same run id
+        uri = write_rows(stack, run_id, 7)
+        mlflow_run = log_run(stack, run_id, 7, uri)
+    fs = webhdfs(stack)
+    lines = [line for p in fs.ls(partition_dir(stack, run_id), detail=False) for line in fs.cat_file(p).splitlines()]
+    assert len(lines) == 7
+    mlflow = MlflowClient(stack.mlflow_url)
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    runs = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.{RUN_TAG} = '{run_id}'")
+    assert [r.info.run_id for r in runs] == [mlflow_run]
