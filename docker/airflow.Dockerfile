@@ -1,0 +1,61 @@
+# The Airflow runtime: api-server, scheduler, dag-processor and the db-migrate one-shot, with
+# the repository's dags/. Tasks run in the ML environment (@task.external_python, spark-submit),
+# so the image carries .venv/ml and a JRE beside .venv/airflow, as a checkout does.
+# Build from the repository root:
+#   docker build -f docker/airflow.Dockerfile -t flywheel/airflow:0.1.0 .
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+# --- build: both pinned environments; the first steps match ml.Dockerfile (shared cache) -----
+FROM ${PYTHON_IMAGE} AS build
+ARG UV_VERSION=0.13.8
+ENV UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1 UV_PYTHON_DOWNLOADS=never UV_NO_CACHE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN pip install --no-cache-dir "uv==${UV_VERSION}"
+WORKDIR /opt/flywheel
+COPY requirements.txt ./
+RUN uv venv --python /usr/local/bin/python3.11 .venv/ml \
+ && uv pip sync --python .venv/ml/bin/python requirements.txt
+COPY requirements/airflow.txt requirements/
+RUN uv venv --python /usr/local/bin/python3.11 .venv/airflow \
+ && uv pip sync --python .venv/airflow/bin/python requirements/airflow.txt
+COPY pyproject.toml ./
+COPY flywheel/ flywheel/
+COPY models/ models/
+COPY streaming/ streaming/
+COPY pipelines/ pipelines/
+COPY paramserver/ paramserver/
+COPY serving/ serving/
+COPY dags/ dags/
+COPY config/ config/
+COPY docker/entrypoint.py docker/healthcheck.py docker/
+RUN uv pip install --python .venv/ml/bin/python --no-deps -e . && rm -rf ./*.egg-info
+
+# --- runtime-base: Python 3.11 + OpenJDK 17 (Debian), non-root user, state dirs -------------
+# Identical in every Flywheel image, so hosts store this layer once. Slim images drop
+# /usr/share/man, which the JDK's postinst expects.
+FROM ${PYTHON_IMAGE} AS runtime-base
+RUN mkdir -p /usr/share/man/man1 \
+ && apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      openjdk-17-jre-headless procps \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 flywheel \
+ && useradd --system --uid 10001 --gid flywheel --create-home --home-dir /home/flywheel \
+      --shell /usr/sbin/nologin flywheel \
+ && install -d -o flywheel -g flywheel /var/lib/flywheel \
+      /var/lib/flywheel/logs /var/lib/flywheel/kafka /var/lib/flywheel/hdfs \
+      /var/lib/flywheel/flink /var/lib/flywheel/mlflow /var/lib/flywheel/airflow
+ENV PYTHONUNBUFFERED=1 FLYWHEEL_CONFIG=config/docker.yaml
+
+# --- runtime ---------------------------------------------------------------------------------
+FROM runtime-base AS airflow
+COPY --from=build /opt/flywheel /opt/flywheel
+# `airflow ...` from `docker compose exec` finds the airflow.cfg that airflow-db-migrate wrote.
+ENV PATH=/opt/flywheel/.venv/airflow/bin:${PATH} \
+    AIRFLOW_HOME=/var/lib/flywheel/airflow AIRFLOW_CONFIG=/var/lib/flywheel/airflow/airflow.cfg \
+    PYTHONPATH=/opt/flywheel
+USER flywheel
+WORKDIR /opt/flywheel
+EXPOSE 8080
+ENTRYPOINT ["/opt/flywheel/.venv/airflow/bin/python", "/opt/flywheel/docker/entrypoint.py"]
+CMD ["airflow-api-server"]

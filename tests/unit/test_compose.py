@@ -1,0 +1,183 @@
+"""docker/: the compose file is valid, runs the local stack's services, publishes ports on
+loopback only and at config/docker.yaml's numbers, requires its secrets from the environment,
+and names Dockerfiles and entrypoint programs that exist.
+
+`docker-compose config` validates and interpolates a compose file without a Docker engine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import yaml
+
+from flywheel.config import REPO_ROOT, load_config
+
+COMPOSE_FILE = REPO_ROOT / "docker" / "compose.yaml"
+DOCKER_COMPOSE = shutil.which("docker-compose")
+SECRETS = {"AIRFLOW_ADMIN_PASSWORD": "test-admin", "AIRFLOW_JWT_SECRET": "test-jwt",
+           "AIRFLOW_API_SECRET_KEY": "test-key"}
+# service -> the config section whose ports it listens on (None: publishes nothing)
+SERVICES = {
+    "kafka": "kafka", "hdfs-namenode": "hdfs", "hdfs-datanode": "hdfs", "stack-init": None,
+    "flink-jobmanager": "flink", "flink-taskmanager": None, "mlflow": "mlflow",
+    "airflow-db-migrate": None, "airflow-api-server": "airflow", "airflow-scheduler": None,
+    "airflow-dag-processor": None,
+}
+ONE_SHOTS = {"stack-init", "airflow-db-migrate"}
+
+pytestmark = pytest.mark.skipif(
+    DOCKER_COMPOSE is None,
+    reason="docker-compose is not installed (scripts/setup.sh installs Debian's docker-compose)")
+
+
+class PublishedPort(NamedTuple):
+    service: str
+    host_ip: str  # "" = every interface
+    published: int | None  # None = an ephemeral host port
+    target: int
+
+
+def compose_config(path: Path, env: dict[str, str], tmp_path: Path) -> dict:
+    """`docker-compose -f path config`, resolved and parsed.
+
+    Args:
+      path: the compose file.
+      env: the only variables compose sees (besides PATH); an empty ``--env-file`` keeps a
+        developer's docker/.env out of the test.
+      tmp_path: where to put that empty env file.
+
+    Raises:
+      AssertionError: compose rejected the file; the message holds its stderr.
+    """
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    proc = subprocess.run(
+        [DOCKER_COMPOSE, "-f", str(path), "--env-file", str(empty), "config"],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", **env})
+    if proc.returncode != 0:
+        raise AssertionError(f"docker-compose config failed (exit {proc.returncode}):\n{proc.stderr}")
+    return yaml.safe_load(proc.stdout)
+
+
+def published_ports(resolved: dict) -> list[PublishedPort]:
+    """Every published port, from short ("IP:HOST:CONTAINER/proto") or long syntax."""
+    out = []
+    for name, svc in resolved["services"].items():
+        for port in svc.get("ports", []):
+            if isinstance(port, dict):
+                out.append(PublishedPort(name, port.get("host_ip", ""),
+                                         int(port["published"]) if port.get("published") else None,
+                                         int(port["target"])))
+                continue
+            parts = str(port).split("/")[0].split(":")
+            host_ip, published = (parts[0] if len(parts) == 3 else ""), (parts[-2] if len(parts) > 1 else "")
+            out.append(PublishedPort(name, host_ip, int(published) if published else None, int(parts[-1])))
+    return out
+
+
+def non_loopback_ports(resolved: dict) -> list[PublishedPort]:
+    """Published ports reachable from other hosts (bound to anything but a loopback address)."""
+    def loopback(ip: str) -> bool:
+        try:
+            return ipaddress.ip_address(ip.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+    return [p for p in published_ports(resolved) if not loopback(p.host_ip)]
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory) -> dict:
+    return compose_config(COMPOSE_FILE, SECRETS, tmp_path_factory.mktemp("compose"))
+
+
+def test_compose_runs_the_local_stack_services(resolved):
+    assert set(resolved["services"]) == set(SERVICES)
+    for name, svc in resolved["services"].items():
+        assert svc.get("restart") == ("no" if name in ONE_SHOTS else "unless-stopped"), name
+        assert name in ONE_SHOTS or "healthcheck" in svc, f"{name} has no healthcheck"
+        assert svc["environment"]["FLYWHEEL_CONFIG"] == "config/docker.yaml", name
+        assert f"{REPO_ROOT / 'config'}:/opt/flywheel/config:ro" in svc["volumes"], name
+
+
+def test_published_ports_bind_loopback_only(resolved):
+    assert published_ports(resolved), "the compose file publishes no port at all"
+    assert non_loopback_ports(resolved) == []
+
+
+def test_a_port_on_every_interface_is_caught(tmp_path):
+    bad = tmp_path / "compose.yaml"
+    bad.write_text(yaml.safe_dump({"services": {"svc": {"image": "busybox:1.36", "ports": [
+        "127.0.0.1:8080:8080", "9092:9092", "7000", {"target": 9870, "published": 9870}]}}}))
+    caught = non_loopback_ports(compose_config(bad, {}, tmp_path))
+    assert sorted(p.target for p in caught) == [7000, 9092, 9870]
+
+
+def test_published_ports_match_config_docker_yaml(resolved):
+    cfg = load_config(files=[REPO_ROOT / "config" / "docker.yaml"], environ={})
+    for port in published_ports(resolved):
+        section = SERVICES[port.service]
+        assert section, f"{port.service} publishes {port.target} but should publish nothing"
+        ports = {v for k, v in cfg.all_ports().items() if k.startswith(section + ".")}
+        assert port.target in ports, f"{port.service}: {port.target} is not a {section} port in config/docker.yaml"
+        assert port.published == port.target, f"{port.service}: host port {port.published} != {port.target}"
+
+
+def docker_module(name: str):
+    """Import docker/<name>.py (not a package: the images run these files as scripts)."""
+    spec = importlib.util.spec_from_file_location(f"docker_{name}", REPO_ROOT / "docker" / f"{name}.py")
+    module = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)  # registered first: dataclasses resolve annotations there
+    return module
+
+
+def test_every_dockerfile_and_program_exists(resolved):
+    entrypoint = docker_module("entrypoint")
+    for name, svc in resolved["services"].items():
+        build = svc["build"]
+        assert Path(build["context"]) == REPO_ROOT, name
+        dockerfile = Path(build["context"]) / build["dockerfile"]
+        assert dockerfile.is_file(), f"{name}: {dockerfile} does not exist"
+        assert (dockerfile.parent / (dockerfile.name + ".dockerignore")).is_file(), name
+        assert svc["command"][0] in entrypoint.PROGRAMS, f"{name}: unknown program {svc['command'][0]}"
+        for arg in svc.get("healthcheck", {}).get("test", []):
+            if arg.startswith("/opt/flywheel/"):
+                assert (REPO_ROOT / arg.removeprefix("/opt/flywheel/")).is_file(), f"{name}: {arg}"
+
+
+def test_secrets_are_required_not_defaulted(tmp_path):
+    for missing in SECRETS:
+        env = {k: v for k, v in SECRETS.items() if k != missing}
+        with pytest.raises(AssertionError, match=missing):
+            compose_config(COMPOSE_FILE, env, tmp_path)
+
+
+def test_rendered_files_use_service_names_and_bind_the_container(tmp_path):
+    entrypoint = docker_module("entrypoint")
+    cfg = load_config(files=[REPO_ROOT / "config" / "docker.yaml"],
+                      environ={"FLYWHEEL__STACK__STATE_DIR": str(tmp_path)})
+    net = entrypoint.Network()
+    site = (entrypoint.hadoop_conf(cfg, net) / "hdfs-site.xml").read_text()
+    assert "<value>hdfs-namenode:8020</value>" in site and "<value>hdfs-datanode</value>" in site
+    assert "127.0.0.1" not in site
+    entrypoint.flink_program(cfg, net, "taskmanager")
+    flink = yaml.safe_load((tmp_path / "flink" / "conf" / "config.yaml").read_text())
+    assert flink["jobmanager"]["rpc"]["address"] == flink["rest"]["address"] == "flink-jobmanager"
+    assert flink["taskmanager"]["bind-host"] == "0.0.0.0" and "host" not in flink["taskmanager"]
+    assert flink["execution"]["checkpointing"]["dir"] == "hdfs://hdfs-namenode:8020/flywheel/flink/checkpoints"
+
+
+def test_healthcheck_conditions():
+    check = docker_module("healthcheck").check_condition
+    doc = {"beans": [{"FSState": "Operational", "NumLiveDataNodes": 0}]}
+    assert check(doc, "beans.0.FSState=Operational") is None
+    assert check(doc, "beans.0.NumLiveDataNodes>=1") == "beans.0.NumLiveDataNodes is 0, want >=1"
+    assert check(doc, "beans.1.FSState=Operational") == "beans.1.FSState is absent"
