@@ -48,16 +48,42 @@ def _check_port(value: int) -> int:
     return value
 
 
+class HostsConfig(_Section):
+    """The name each service is dialled by; None means ``stack.host``. On one machine all stay
+    None; in containers they are the compose service names (config/docker.yaml)."""
+
+    kafka: str | None = None
+    hdfs_namenode: str | None = None
+    hdfs_datanode: str | None = None
+    flink_jobmanager: str | None = None
+    flink_taskmanager: str | None = None  # "" lets each TaskManager advertise its own address
+    mlflow: str | None = None
+    airflow: str | None = None
+
+
 class StackConfig(_Section):
     host: str = "127.0.0.1"
+    bind_host: str | None = None
+    hosts: HostsConfig = HostsConfig()
     state_dir: Path = Path(".flywheel")
     startup_timeout_s: float = Field(180, gt=0)
 
-    @field_validator("host")
+    @field_validator("host", "bind_host")
     @classmethod
-    def _host_is_ip(cls, v: str) -> str:
-        ipaddress.ip_address(v)
+    def _host_is_ip(cls, v: str | None) -> str | None:
+        if v is not None:
+            ipaddress.ip_address(v)
         return v
+
+    @property
+    def bind(self) -> str:
+        """The address every daemon listens on (``bind_host``, else ``host``)."""
+        return self.bind_host or self.host
+
+    def host_of(self, service: str) -> str:
+        """The name ``service`` (a field of :class:`HostsConfig`) is dialled by."""
+        name = getattr(self.hosts, service)
+        return self.host if name is None else name
 
     @property
     def root(self) -> Path:
@@ -158,27 +184,27 @@ class FlywheelConfig(_Section):
     # -- derived addresses, so no caller formats a URL by hand ------------------------------
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.stack.host}:{self.kafka.port}"
+        return f"{self.stack.host_of('kafka')}:{self.kafka.port}"
 
     @property
     def hdfs_uri(self) -> str:
-        return f"hdfs://{self.stack.host}:{self.hdfs.namenode_port}"
+        return f"hdfs://{self.stack.host_of('hdfs_namenode')}:{self.hdfs.namenode_port}"
 
     @property
     def webhdfs_url(self) -> str:
-        return f"http://{self.stack.host}:{self.hdfs.namenode_http_port}"
+        return f"http://{self.stack.host_of('hdfs_namenode')}:{self.hdfs.namenode_http_port}"
 
     @property
     def flink_url(self) -> str:
-        return f"http://{self.stack.host}:{self.flink.rest_port}"
+        return f"http://{self.stack.host_of('flink_jobmanager')}:{self.flink.rest_port}"
 
     @property
     def mlflow_url(self) -> str:
-        return f"http://{self.stack.host}:{self.mlflow.port}"
+        return f"http://{self.stack.host_of('mlflow')}:{self.mlflow.port}"
 
     @property
     def airflow_url(self) -> str:
-        return f"http://{self.stack.host}:{self.airflow.port}"
+        return f"http://{self.stack.host_of('airflow')}:{self.airflow.port}"
 
     @property
     def mlflow_backend_uri(self) -> str:

@@ -38,7 +38,7 @@ def admin_credentials(cfg: FlywheelConfig) -> tuple[str, str]:
 
 
 def airflow_cfg(cfg: FlywheelConfig) -> str:
-    a, host = cfg.airflow, cfg.stack.host
+    a = cfg.airflow
     dags = a.dags_dir if a.dags_dir.is_absolute() else REPO_ROOT / a.dags_dir
     base_url = cfg.airflow_url
     return f"""\
@@ -58,7 +58,7 @@ execution_api_server_url = {base_url}/execution/
 sql_alchemy_conn = sqlite:///{home(cfg) / 'airflow.db'}
 
 [api]
-host = {host}
+host = {cfg.stack.bind}
 port = {a.port}
 base_url = {base_url}
 workers = 1
@@ -113,7 +113,7 @@ def service(cfg: FlywheelConfig) -> Service:
         name="airflow",
         url=cfg.airflow_url,
         programs=[
-            Program("airflow-api-server", [airflow, "api-server", "--host", cfg.stack.host,
+            Program("airflow-api-server", [airflow, "api-server", "--host", cfg.stack.bind,
                                            "--port", str(cfg.airflow.port), "--workers", "1"], env=env),
             # The scheduler's log server would bind 0.0.0.0:8793; LocalExecutor logs are read
             # from disk by the api-server anyway.

@@ -47,11 +47,11 @@ def _check_ports(cfg: FlywheelConfig, chosen: list[Service], sup: sv.Supervisor)
         if all(prog.name in running for prog in svc.programs):
             continue
         for port in svc.ports:
-            if not port_free(cfg.stack.host, port):
+            if not port_free(cfg.stack.bind, port):
                 key = names.get(port, svc.name)
                 env = "FLYWHEEL__" + key.replace(".", "__").upper()
                 raise StackError(
-                    f"port {cfg.stack.host}:{port} ({key}) is already in use by {_who_listens(port)}. "
+                    f"port {cfg.stack.bind}:{port} ({key}) is already in use by {_who_listens(port)}. "
                     f"Stop that process, or give {svc.name} another port: {env}=<port> or edit config/flywheel.yaml."
                 )
 

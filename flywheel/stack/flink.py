@@ -24,20 +24,21 @@ PYFLINK_HOME = SITE_PACKAGES / "pyflink"
 
 def flink_config(cfg: FlywheelConfig) -> dict:
     """config.yaml: PyFlink's defaults (JVM flags for Java 17) overlaid with the stack's settings."""
-    host, f, home = cfg.stack.host, cfg.flink, cfg.stack.root / "flink"
+    bind, f, home = cfg.stack.bind, cfg.flink, cfg.stack.root / "flink"
+    jm, tm = cfg.stack.host_of("flink_jobmanager"), cfg.stack.host_of("flink_taskmanager")
     defaults = yaml.safe_load((PYFLINK_HOME / "conf" / "config.yaml").read_text()) or {}
     pythonpath = f"{SITE_PACKAGES}:{REPO_ROOT}"
     ours = {
         "jobmanager": {
-            "bind-host": host, "rpc": {"address": host, "port": f.jobmanager_rpc_port},
+            "bind-host": bind, "rpc": {"address": jm, "port": f.jobmanager_rpc_port},
             "memory": {"process": {"size": f.jobmanager_memory}},
         },
         "taskmanager": {
-            "bind-host": host, "host": host, "numberOfTaskSlots": f.task_slots,
+            "bind-host": bind, "host": tm, "numberOfTaskSlots": f.task_slots,
             "rpc": {"port": f.taskmanager_rpc_port}, "data": {"port": f.taskmanager_data_port},
             "memory": {"process": {"size": f.taskmanager_memory}},
         },
-        "rest": {"address": host, "bind-address": host, "port": f.rest_port},
+        "rest": {"address": jm, "bind-address": bind, "port": f.rest_port},
         "blob": {"server": {"port": str(f.blob_port)}},
         # JM and TM each take one port of this range for the metrics query service.
         "metrics": {"internal": {"query-service": {"port": f"{f.metrics_query_port}-{f.metrics_query_port + 1}"}}},
@@ -58,7 +59,10 @@ def flink_config(cfg: FlywheelConfig) -> dict:
             "execution-mode": "thread", "pythonpath": pythonpath,
         },
     }
-    return deep_merge(defaults, ours)
+    merged = deep_merge(defaults, ours)
+    if not tm:  # "" : each TaskManager advertises its own address (containers that scale)
+        del merged["taskmanager"]["host"]
+    return merged
 
 
 def lib_dir(cfg: FlywheelConfig) -> Path:
@@ -102,8 +106,8 @@ def service(cfg: FlywheelConfig) -> Service:
         require(PYFLINK_HOME / "bin" / "jobmanager.sh", "PyFlink (the .venv/flink environment)")
         jars("flink-lib")
         write(conf / "config.yaml", yaml.safe_dump(flink_config(cfg), sort_keys=False))
-        write(conf / "masters", f"{cfg.stack.host}:{cfg.flink.rest_port}\n")
-        write(conf / "workers", f"{cfg.stack.host}\n")
+        write(conf / "masters", f"{cfg.stack.host_of('flink_jobmanager')}:{cfg.flink.rest_port}\n")
+        write(conf / "workers", f"{cfg.stack.host_of('flink_taskmanager') or cfg.stack.host}\n")
         for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties",
                      "log4j-session.properties", "logback.xml", "logback-console.xml"):
             shutil.copyfile(PYFLINK_HOME / "conf" / name, conf / name)

@@ -1,4 +1,4 @@
-"""HDFS: a single-node NameNode + DataNode with WebHDFS, all on the stack host."""
+"""HDFS: a single-node NameNode + DataNode with WebHDFS."""
 
 from __future__ import annotations
 
@@ -27,18 +27,22 @@ def _xml(props: dict[str, object]) -> str:
 
 def site_files(cfg: FlywheelConfig) -> dict[str, str]:
     """core-site.xml and hdfs-site.xml: shared by the daemons, Spark and Flink (HADOOP_CONF_DIR)."""
-    host, h, home = cfg.stack.host, cfg.hdfs, cfg.stack.root / "hdfs"
+    bind, h, home = cfg.stack.bind, cfg.hdfs, cfg.stack.root / "hdfs"
+    nn, dn = cfg.stack.host_of("hdfs_namenode"), cfg.stack.host_of("hdfs_datanode")
     core = {"fs.defaultFS": cfg.hdfs_uri, "hadoop.tmp.dir": home / "tmp"}
     site = {
         "dfs.replication": h.replication,
         "dfs.namenode.name.dir": home / "name",
         "dfs.datanode.data.dir": home / "data",
-        "dfs.namenode.rpc-address": f"{host}:{h.namenode_port}",
-        "dfs.namenode.http-address": f"{host}:{h.namenode_http_port}",
-        "dfs.datanode.address": f"{host}:{h.datanode_port}",
-        "dfs.datanode.http.address": f"{host}:{h.datanode_http_port}",
-        "dfs.datanode.ipc.address": f"{host}:{h.datanode_ipc_port}",
-        "dfs.datanode.hostname": host,
+        "dfs.namenode.rpc-address": f"{nn}:{h.namenode_port}",
+        "dfs.namenode.http-address": f"{nn}:{h.namenode_http_port}",
+        "dfs.namenode.rpc-bind-host": bind,
+        "dfs.namenode.http-bind-host": bind,
+        "dfs.datanode.address": f"{bind}:{h.datanode_port}",
+        "dfs.datanode.http.address": f"{bind}:{h.datanode_http_port}",
+        "dfs.datanode.ipc.address": f"{bind}:{h.datanode_ipc_port}",
+        # what the NameNode hands to clients (WebHDFS redirects, block locations)
+        "dfs.datanode.hostname": dn,
         "dfs.namenode.datanode.registration.ip-hostname-check": "false",
         "dfs.namenode.safemode.extension": 0,
         "dfs.namenode.safemode.min.datanodes": 0,

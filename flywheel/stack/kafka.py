@@ -26,14 +26,14 @@ logger.coordinator.level = WARN
 
 
 def server_properties(cfg: FlywheelConfig) -> str:
-    host, k = cfg.stack.host, cfg.kafka
+    bind, host, k = cfg.stack.bind, cfg.stack.host_of("kafka"), cfg.kafka
     data = cfg.stack.root / "kafka" / "data"
     return f"""\
 # Rendered by flywheel.stack.kafka from config/flywheel.yaml; edits here are overwritten.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{host}:{k.controller_port}
-listeners=PLAINTEXT://{host}:{k.port},CONTROLLER://{host}:{k.controller_port}
+listeners=PLAINTEXT://{bind}:{k.port},CONTROLLER://{bind}:{k.controller_port}
 advertised.listeners=PLAINTEXT://{host}:{k.port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
@@ -84,7 +84,7 @@ def service(cfg: FlywheelConfig) -> Service:
         url=cfg.kafka_bootstrap,
         programs=[Program("kafka", jvm + ["kafka.Kafka", str(conf)])],
         prepare=prepare,
-        healthy=lambda: port_open(cfg.stack.host, cfg.kafka.port) and _broker_ready(cfg),
+        healthy=lambda: port_open(cfg.stack.host_of("kafka"), cfg.kafka.port) and _broker_ready(cfg),
         post_start=post_start,
         ports=[cfg.kafka.port, cfg.kafka.controller_port],
     )

@@ -25,7 +25,7 @@ def service(cfg: FlywheelConfig) -> Service:
 
     command = [
         str(mlflow_bin), "server",
-        "--host", cfg.stack.host, "--port", str(cfg.mlflow.port),
+        "--host", cfg.stack.bind, "--port", str(cfg.mlflow.port),
         "--backend-store-uri", cfg.mlflow_backend_uri,
         "--artifacts-destination", str(cfg.mlflow_artifacts_dir),
         "--workers", str(cfg.mlflow.workers),

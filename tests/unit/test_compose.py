@@ -1,12 +1,14 @@
 """docker/: the compose file is valid, runs the local stack's services, publishes ports on
 loopback only and at config/docker.yaml's numbers, requires its secrets from the environment,
-and names Dockerfiles and entrypoint programs that exist.
+and names Dockerfiles and entrypoint programs that exist; config/docker.yaml makes the stack's
+own renderers bind 0.0.0.0 and dial services by compose name, and the entrypoint edits nothing.
 
 `docker-compose config` validates and interpolates a compose file without a Docker engine.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import ipaddress
 import shutil
@@ -147,7 +149,8 @@ def test_every_dockerfile_and_program_exists(resolved):
         dockerfile = Path(build["context"]) / build["dockerfile"]
         assert dockerfile.is_file(), f"{name}: {dockerfile} does not exist"
         assert (dockerfile.parent / (dockerfile.name + ".dockerignore")).is_file(), name
-        assert svc["command"][0] in entrypoint.PROGRAMS, f"{name}: unknown program {svc['command'][0]}"
+        program = svc["command"][0]
+        assert program in entrypoint.PROGRAMS or program in entrypoint.ONE_SHOTS, f"{name}: unknown program {program}"
         for arg in svc.get("healthcheck", {}).get("test", []):
             if arg.startswith("/opt/flywheel/"):
                 assert (REPO_ROOT / arg.removeprefix("/opt/flywheel/")).is_file(), f"{name}: {arg}"
@@ -160,19 +163,66 @@ def test_secrets_are_required_not_defaulted(tmp_path):
             compose_config(COMPOSE_FILE, env, tmp_path)
 
 
-def test_rendered_files_use_service_names_and_bind_the_container(tmp_path):
+@pytest.fixture
+def docker_cfg(tmp_path):
+    """config/docker.yaml as the containers read it, with the state dir under tmp_path."""
+    return load_config(files=[REPO_ROOT / "config" / "docker.yaml"],
+                       environ={"FLYWHEEL__STACK__STATE_DIR": str(tmp_path)})
+
+
+def test_rendered_files_use_service_names_and_bind_the_container(docker_cfg):
+    from flywheel.stack import flink, hdfs, kafka
+
+    props = dict(line.split("=", 1) for line in kafka.server_properties(docker_cfg).splitlines()
+                 if line and not line.startswith("#"))
+    assert props["listeners"] == "PLAINTEXT://0.0.0.0:9092,CONTROLLER://0.0.0.0:9093"
+    assert props["advertised.listeners"] == "PLAINTEXT://kafka:9092"
+    assert props["controller.quorum.voters"] == "1@kafka:9093"
+    files = hdfs.site_files(docker_cfg)
+    assert "<value>hdfs://hdfs-namenode:8020</value>" in files["core-site.xml"]
+    site = files["hdfs-site.xml"]
+    for prop, value in {"dfs.namenode.rpc-address": "hdfs-namenode:8020",
+                        "dfs.namenode.rpc-bind-host": "0.0.0.0",
+                        "dfs.namenode.http-bind-host": "0.0.0.0",
+                        "dfs.datanode.address": "0.0.0.0:9866",
+                        "dfs.datanode.hostname": "hdfs-datanode"}.items():
+        assert f"<name>{prop}</name><value>{value}</value>" in site, prop
+    assert "127.0.0.1" not in files["core-site.xml"] + site
+    conf = flink.flink_config(docker_cfg)
+    assert conf["jobmanager"]["rpc"]["address"] == conf["rest"]["address"] == "flink-jobmanager"
+    assert conf["jobmanager"]["bind-host"] == conf["rest"]["bind-address"] == "0.0.0.0"
+    assert conf["taskmanager"]["bind-host"] == "0.0.0.0" and "host" not in conf["taskmanager"]
+    assert conf["execution"]["checkpointing"]["dir"] == "hdfs://hdfs-namenode:8020/flywheel/flink/checkpoints"
+
+
+def test_every_program_is_one_of_its_services_programs(docker_cfg):
+    for name, module in docker_module("entrypoint").PROGRAMS.items():
+        service = importlib.import_module(f"flywheel.stack.{module}").service(docker_cfg)
+        assert name in [p.name for p in service.programs], f"{name} is not a program of flywheel.stack.{module}"
+
+
+def test_entrypoint_prepares_without_patching(docker_cfg, tmp_path):
+    """File-only preparations (no process is started, no storage formatted)."""
+    from flywheel.stack import flink
+
     entrypoint = docker_module("entrypoint")
-    cfg = load_config(files=[REPO_ROOT / "config" / "docker.yaml"],
-                      environ={"FLYWHEEL__STACK__STATE_DIR": str(tmp_path)})
-    net = entrypoint.Network()
-    site = (entrypoint.hadoop_conf(cfg, net) / "hdfs-site.xml").read_text()
-    assert "<value>hdfs-namenode:8020</value>" in site and "<value>hdfs-datanode</value>" in site
-    assert "127.0.0.1" not in site
-    entrypoint.flink_program(cfg, net, "taskmanager")
-    flink = yaml.safe_load((tmp_path / "flink" / "conf" / "config.yaml").read_text())
-    assert flink["jobmanager"]["rpc"]["address"] == flink["rest"]["address"] == "flink-jobmanager"
-    assert flink["taskmanager"]["bind-host"] == "0.0.0.0" and "host" not in flink["taskmanager"]
-    assert flink["execution"]["checkpointing"]["dir"] == "hdfs://hdfs-namenode:8020/flywheel/flink/checkpoints"
+    entrypoint.prepare(docker_cfg, "flink-taskmanager")
+    written = yaml.safe_load((tmp_path / "flink" / "conf" / "config.yaml").read_text())
+    assert written == flink.flink_config(docker_cfg)  # as the stack code rendered it, unedited
+    assert "hdfs://hdfs-namenode:8020" in (tmp_path / "hdfs" / "conf" / "core-site.xml").read_text()
+
+    program = entrypoint.prepare(docker_cfg, "hdfs-datanode")
+    assert program.command[-1].endswith(".DataNode")
+    assert (tmp_path / "hdfs" / "conf" / "hdfs-site.xml").is_file()
+    assert not (tmp_path / "hdfs" / "name").exists(), "the DataNode container formatted a NameNode"
+
+    program = entrypoint.prepare(docker_cfg, "mlflow")
+    assert program.command[program.command.index("--host") + 1] == "0.0.0.0"
+    allowed = program.command[program.command.index("--allowed-hosts") + 1].split(",")
+    assert {"mlflow", "mlflow:*", "localhost:*", "127.0.0.1:*"} <= set(allowed)
+
+    with pytest.raises(entrypoint.StackError, match="airflow-db-migrate"):
+        entrypoint.prepare(docker_cfg, "airflow-scheduler")
 
 
 def test_healthcheck_conditions():

@@ -54,3 +54,18 @@ def test_missing_or_malformed_overlay(tmp_path):
     bad.write_text("kafka: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(files=[bad], environ={})
+
+
+def test_container_overlay_binds_all_and_dials_by_service_name():
+    cfg = load_config(files=[], environ={
+        "FLYWHEEL__STACK__BIND_HOST": "0.0.0.0", "FLYWHEEL__STACK__HOSTS__KAFKA": "kafka",
+        "FLYWHEEL__STACK__HOSTS__HDFS_NAMENODE": "hdfs-namenode"})
+    assert cfg.stack.bind == "0.0.0.0"
+    assert cfg.kafka_bootstrap == "kafka:9092"
+    assert cfg.hdfs_uri == "hdfs://hdfs-namenode:8020"
+    assert cfg.mlflow_url == "http://127.0.0.1:5000"  # not overridden: stack.host
+
+
+def test_bind_host_must_be_an_ip():
+    with pytest.raises(ConfigError, match="stack.bind_host"):
+        load_config(files=[], environ={"FLYWHEEL__STACK__BIND_HOST": "everywhere"})
