@@ -6,7 +6,7 @@ FLYWHEEL := .venv/ml/bin/flywheel
 PYTEST := .venv/ml/bin/python -m pytest
 UV := .venv/bootstrap/bin/uv
 
-.PHONY: help setup lock up down status logs demo smoke test test-unit test-integration clean
+.PHONY: help setup lock up down status logs demo smoke test test-unit test-integration clean bench
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,3 +49,6 @@ test-integration: setup ## Integration tests only (starts and stops a stack on t
 
 clean: down ## Stop the stack and delete its data and logs (.flywheel/, .flywheel-test/)
 	rm -rf .flywheel .flywheel-test
+
+bench: setup ## Benchmarks: tables of figures with same-run baselines; JSON in bench/results/
+	@.venv/ml/bin/python bench/cuckoo_table.py

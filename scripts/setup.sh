@@ -55,7 +55,7 @@ sync_env() {  # name lockfile [extra stamp inputs...]
   fi
   echo "$want" > "$VENV/$name/.flywheel-stamp"
 }
-sync_env ml requirements.txt pyproject.toml
+sync_env ml requirements.txt pyproject.toml CMakeLists.txt paramserver/native/*
 sync_env flink requirements/flink.txt
 sync_env airflow requirements/airflow.txt
 
