@@ -10,7 +10,10 @@ FROM ${PYTHON_IMAGE} AS build
 ARG UV_VERSION=0.13.8
 ENV UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1 UV_PYTHON_DOWNLOADS=never UV_NO_CACHE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN pip install --no-cache-dir "uv==${UV_VERSION}"
+RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
+ && apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends g++ cmake libcuckoo-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/flywheel
 COPY requirements.txt ./
 RUN uv venv --python /usr/local/bin/python3.11 .venv/ml \
@@ -18,7 +21,7 @@ RUN uv venv --python /usr/local/bin/python3.11 .venv/ml \
 COPY requirements/airflow.txt requirements/
 RUN uv venv --python /usr/local/bin/python3.11 .venv/airflow \
  && uv pip sync --python .venv/airflow/bin/python requirements/airflow.txt
-COPY pyproject.toml ./
+COPY pyproject.toml CMakeLists.txt ./
 COPY flywheel/ flywheel/
 COPY models/ models/
 COPY streaming/ streaming/
@@ -28,6 +31,7 @@ COPY serving/ serving/
 COPY dags/ dags/
 COPY config/ config/
 COPY docker/entrypoint.py docker/healthcheck.py docker/
+# builds the native embedding table (paramserver._cuckoo) with scikit-build-core
 RUN uv pip install --python .venv/ml/bin/python --no-deps -e . && rm -rf ./*.egg-info
 
 # --- runtime-base: Python 3.11 + OpenJDK 17 (Debian), non-root user, state dirs -------------
