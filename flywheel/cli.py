@@ -116,6 +116,49 @@ def smoke():
     run_smoke(load_config(), echo=typer.echo)
 
 
+ps_app = typer.Typer(help="Parameter servers: run one shard, or read their stats.", no_args_is_help=True)
+app.add_typer(ps_app, name="ps")
+
+
+@ps_app.command("training")
+@friendly
+def ps_training(shard: Annotated[int, typer.Option(help="shard index, 0..paramserver.shards-1")] = 0):
+    """Run a training PS shard (pull/push for trainers; ships deltas to Kafka)."""
+    _run_ps("training", shard)
+
+
+@ps_app.command("serving")
+@friendly
+def ps_serving(shard: Annotated[int, typer.Option(help="shard index, 0..paramserver.shards-1")] = 0):
+    """Run a serving PS shard (pull for model servers; applies deltas from Kafka)."""
+    _run_ps("serving", shard)
+
+
+def _run_ps(role: str, shard: int) -> None:
+    import logging
+
+    from paramserver.service import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run(load_config(), role, shard)
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+@ps_app.command("stats")
+@friendly
+def ps_stats(role: Annotated[str, typer.Option(help="training or serving")] = "training"):
+    """Print each shard's stats (rows, bytes, pulls/s, pushes/s, last sync, lag) as JSON."""
+    import json
+
+    from paramserver.client import PSClient
+
+    client = PSClient.from_config(load_config(), role=role)
+    typer.echo(json.dumps(client.stats(), indent=2, default=str))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()

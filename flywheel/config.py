@@ -52,6 +52,8 @@ class HostsConfig(_Section):
     """The name each service is dialled by; None means ``stack.host``. On one machine all stay
     None; in containers they are the compose service names (config/docker.yaml)."""
 
+    paramserver_training: str | None = None
+    paramserver_serving: str | None = None
     kafka: str | None = None
     hdfs_namenode: str | None = None
     hdfs_datanode: str | None = None
@@ -167,6 +169,42 @@ class AirflowConfig(_Section):
     _ports = field_validator("port")(_check_port)
 
 
+class PsTableConfig(_Section):
+    """One embedding table held by the parameter servers (see paramserver.config.TableConfig)."""
+
+    dim: int = Field(ge=1, le=65536)
+    optimizer: str = "adagrad"
+    learning_rate: float = Field(0.05, gt=0)
+    initializer: str = "uniform"
+    init_scale: float = 0.05
+    admit_after: int = Field(1, ge=1)
+    ttl_seconds: int = Field(0, ge=0)
+    expected_rows: int = Field(0, ge=0)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        if v not in ("sgd", "adagrad", "ftrl"):
+            raise ValueError(f"unknown optimizer {v!r}: use sgd, adagrad or ftrl")
+        return v
+
+
+class ParamServerConfig(_Section):
+    """Training and serving parameter servers: shard i of the training PS listens on
+    ``training_port + i``, of the serving PS on ``serving_port + i``."""
+
+    shards: int = Field(1, ge=1, le=64)
+    training_port: Port = 7100
+    serving_port: Port = 7200
+    sync_interval_s: float = Field(2.0, gt=0, le=5)
+    deltas_topic: str = "ps-deltas"
+    rpc_timeout_s: float = Field(5.0, gt=0)
+    rpc_retries: int = Field(3, ge=0)
+    tables: dict[str, PsTableConfig] = Field(default_factory=dict)
+
+    _ports = field_validator("training_port", "serving_port")(_check_port)
+
+
 class SparkConfig(_Section):
     master: str = "local[2]"
     driver_memory: str = "1g"
@@ -180,6 +218,7 @@ class FlywheelConfig(_Section):
     mlflow: MlflowConfig = MlflowConfig()
     airflow: AirflowConfig = AirflowConfig()
     spark: SparkConfig = SparkConfig()
+    paramserver: ParamServerConfig = ParamServerConfig()
 
     # -- derived addresses, so no caller formats a URL by hand ------------------------------
     @property
@@ -217,11 +256,14 @@ class FlywheelConfig(_Section):
     def all_ports(self) -> dict[str, int]:
         """Every port the stack listens on, by ``section.key``."""
         out: dict[str, int] = {}
-        for name in ("kafka", "hdfs", "flink", "mlflow", "airflow"):
+        for name in ("kafka", "hdfs", "flink", "mlflow", "airflow", "paramserver"):
             section = getattr(self, name)
             for key, value in section.model_dump().items():
                 if key == "port" or key.endswith("_port"):
                     out[f"{name}.{key}"] = value
+        for shard in range(1, self.paramserver.shards):  # shard i listens on <port> + i
+            for key in ("training_port", "serving_port"):
+                out[f"paramserver.{key}+{shard}"] = getattr(self.paramserver, key) + shard
         return out
 
 

@@ -31,6 +31,8 @@ nb::ndarray<nb::numpy, T> numpy(std::vector<T> &&v, size_t rows, size_t cols = 0
 
 NB_MODULE(_cuckoo, m) {
   m.doc() = "Collisionless embedding table on libcuckoo (see paramserver/table.py for the API)";
+  // Tables held by daemon threads (PS servers) are still alive at interpreter exit.
+  nb::set_leak_warnings(false);
 
   nb::class_<TableOptions>(m, "Options")
       .def(nb::init<>())

@@ -1,0 +1,95 @@
+"""Client of the parameter servers, for trainers (training PS) and model servers (serving PS).
+
+``pull``/``push`` split a batch by shard and call every shard in parallel, each with a
+timeout and retries on transient errors; a push carries one request id per shard, reused on
+retry, so the PS applies it at most once.
+
+Example::
+
+    ps = PSClient.from_config(cfg, role="training")
+    emb = ps.pull("user_id", ids, insert=True)     # [n, dim]
+    ps.push("user_id", ids, grads)                 # optimizer runs on the PS
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pyarrow.flight as flight
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from paramserver.sharding import split
+from paramserver.table import as_ids
+from paramserver.wire import decode, encode
+
+TRANSIENT = (flight.FlightUnavailableError, flight.FlightTimedOutError, flight.FlightCancelledError)
+
+
+class PSClient:
+    """Talks to every shard of one PS role."""
+
+    def __init__(self, addresses: list[str], dims: dict[str, int], timeout_s: float = 5.0, retries: int = 3):
+        self.addresses, self.dims = addresses, dims
+        self.shards = len(addresses)
+        self._clients = [flight.FlightClient(a) for a in addresses]
+        self._options = flight.FlightCallOptions(timeout=timeout_s)
+        self._pool = ThreadPoolExecutor(max_workers=self.shards, thread_name_prefix="ps-client")
+        self._call = retry(
+            retry=retry_if_exception_type(TRANSIENT), stop=stop_after_attempt(retries + 1),
+            wait=wait_exponential(multiplier=0.05, max=1.0), reraise=True,
+        )(self._call_once)
+
+    @classmethod
+    def from_config(cls, cfg, role: str = "training") -> PSClient:
+        ps = cfg.paramserver
+        host = cfg.stack.host_of(f"paramserver_{role}")
+        base = ps.training_port if role == "training" else ps.serving_port
+        return cls([f"grpc+tcp://{host}:{base + i}" for i in range(ps.shards)],
+                   {name: t.dim for name, t in ps.tables.items()}, ps.rpc_timeout_s, ps.rpc_retries)
+
+    def _call_once(self, shard: int, kind: str, body) -> bytes:
+        results = list(self._clients[shard].do_action(flight.Action(kind, body), self._options))
+        return results[0].body.to_pybytes() if kind != "pull" else results[0].body
+
+    def _dim(self, table: str) -> int:
+        if table not in self.dims:
+            raise KeyError(f"unknown table {table!r}; configured tables: {sorted(self.dims)}")
+        return self.dims[table]
+
+    def pull(self, table: str, ids, insert: bool = False) -> np.ndarray:
+        """Rows of ``ids`` [n, dim] float32; zeros for IDs without a row."""
+        ids, dim = as_ids(ids), self._dim(table)
+        out = np.empty((len(ids), dim), dtype=np.float32)
+        parts = [(s, p) for s, p in enumerate(split(ids, self.shards)) if len(p)]
+        meta = {"table": table, "insert": "1" if insert else "0"}
+        futures = [(p, self._pool.submit(self._call, s, "pull", encode(meta, id=ids[p]))) for s, p in parts]
+        for p, fut in futures:
+            out[p] = decode(fut.result())[1]["row"]
+        return out
+
+    def push(self, table: str, ids, grads: np.ndarray) -> int:
+        """Apply gradients on the PS; returns rows updated (a retried push counts once)."""
+        ids, dim = as_ids(ids), self._dim(table)
+        grads = np.asarray(grads)
+        if grads.dtype != np.float32 or grads.shape != (len(ids), dim):
+            raise ValueError(f"grads must be float32 of shape ({len(ids)}, {dim}) for table {table!r}, "
+                             f"got {grads.dtype} {grads.shape}")
+        request = uuid.uuid4().hex
+        futures = [
+            self._pool.submit(self._call, s, "push",
+                              encode({"table": table, "request_id": f"{request}/{s}"}, id=ids[p], grad=grads[p]))
+            for s, p in enumerate(split(ids, self.shards)) if len(p)
+        ]
+        return sum(json.loads(f.result())["applied"] for f in futures)
+
+    def stats(self) -> list[dict]:
+        """Each shard's stats (rows, bytes, pulls/s, pushes/s, sync status)."""
+        return [json.loads(self._call(s, "stats", b"")) for s in range(self.shards)]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        for c in self._clients:
+            c.close()

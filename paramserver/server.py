@@ -1,0 +1,147 @@
+"""A parameter-server shard over Arrow Flight: holds this shard's rows of every table.
+
+Roles:
+  * ``training``: trainers ``pull`` (with ``insert`` for admission) and ``push`` gradients
+    (the optimizer runs here); a push carries a request id and is applied at most once, even
+    when the client retries after a timeout.
+  * ``serving``: model servers ``pull`` (read only); rows arrive from the deltas topic.
+
+Actions (``FlightClient.do_action``): ``pull``, ``push``, ``stats``, ``health``. Bodies and
+results are Arrow IPC messages (:mod:`paramserver.wire`), except stats/health (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict, deque
+
+import numpy as np
+import pyarrow.flight as flight
+
+from paramserver.sharding import shard_of
+from paramserver.table import EmbeddingTable
+from paramserver.wire import decode, encode
+
+DEDUP_WINDOW = 100_000  # push request ids remembered (at most once within this many pushes)
+
+
+class _Applied:
+    """One push request: done once applied; its retries wait for it and share its result."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: dict | None = None
+
+
+class _Rate:
+    """Events per second over the last ``window_s`` seconds."""
+
+    def __init__(self, window_s: float = 10.0):
+        self.window_s, self.times = window_s, deque()
+
+    def add(self, n: int = 1) -> None:
+        now = time.monotonic()
+        self.times.append((now, n))
+        while self.times and self.times[0][0] < now - self.window_s:
+            self.times.popleft()
+
+    def per_second(self) -> float:
+        now = time.monotonic()
+        return sum(n for t, n in self.times if t >= now - self.window_s) / self.window_s
+
+
+class ParamServer(flight.FlightServerBase):
+    """One shard of the training or serving parameter server."""
+
+    def __init__(self, location: str, tables: dict[str, EmbeddingTable], role: str, shard: int, shards: int):
+        super().__init__(location)
+        if role not in ("training", "serving"):
+            raise ValueError(f"role must be training or serving, got {role!r}")
+        self.tables, self.role, self.shard, self.shards = tables, role, shard, shards
+        self._applied: OrderedDict[str, _Applied] = OrderedDict()
+        self._applied_lock = threading.Lock()
+        self.pulls, self.pushes = _Rate(), _Rate()
+        self.duplicates = 0
+        self.sync_status: dict = {}  # filled by the delta publisher/subscriber
+        self.started = time.time()
+
+    # -- actions ----------------------------------------------------------------------------
+    def do_action(self, context, action):
+        kind = action.type
+        if kind == "pull":
+            return [flight.Result(self._pull(action.body))]
+        if kind == "push":
+            return [flight.Result(json.dumps(self._push(action.body)).encode())]
+        if kind in ("stats", "health"):
+            return [flight.Result(json.dumps(self.stats()).encode())]
+        raise flight.FlightServerError(f"unknown action {kind!r}; use pull, push, stats or health")
+
+    def list_actions(self, context):
+        return [("pull", "rows of ids"), ("push", "apply gradients (training)"),
+                ("stats", "rows, bytes, rates, sync"), ("health", "same as stats")]
+
+    def _table(self, meta: dict) -> EmbeddingTable:
+        name = meta.get("table", "")
+        if name not in self.tables:
+            raise flight.FlightServerError(f"unknown table {name!r} on {self.role} PS shard {self.shard}; "
+                                           f"tables: {sorted(self.tables)}")
+        return self.tables[name]
+
+    def _check_shard(self, ids: np.ndarray) -> None:
+        wrong = int((shard_of(ids, self.shards) != self.shard).sum())
+        if wrong:
+            raise flight.FlightServerError(
+                f"{wrong} of {len(ids)} ids do not belong to shard {self.shard} of {self.shards}: "
+                "the client and the parameter servers disagree on paramserver.shards")
+
+    def _pull(self, body) -> bytes:
+        meta, cols = decode(body)
+        table, ids = self._table(meta), cols["id"]
+        self._check_shard(ids)
+        insert = self.role == "training" and meta.get("insert") == "1"
+        rows = table.lookup(ids, insert=insert)
+        self.pulls.add(len(ids))
+        return encode({}, row=rows)
+
+    def _push(self, body) -> dict:
+        if self.role != "training":
+            raise flight.FlightServerError("push goes to the training PS; the serving PS is fed by deltas")
+        meta, cols = decode(body)
+        table, ids, request_id = self._table(meta), cols["id"], meta.get("request_id", "")
+        self._check_shard(ids)
+        if not request_id:
+            raise flight.FlightServerError("push without request_id: retries could apply it twice")
+        with self._applied_lock:
+            entry = self._applied.get(request_id)
+            first = entry is None
+            if first:
+                entry = self._applied[request_id] = _Applied()
+                while len(self._applied) > DEDUP_WINDOW:
+                    self._applied.popitem(last=False)
+        if not first:  # a retry: wait for the original and report its outcome
+            entry.done.wait(timeout=60)
+            self.duplicates += 1
+            return {**(entry.result or {}), "duplicate": True}
+        try:
+            applied = table.apply_gradients(ids, cols["grad"])
+            entry.result = {"applied": applied, "duplicate": False}
+        except Exception:
+            with self._applied_lock:  # not applied: a retry may try again
+                self._applied.pop(request_id, None)
+            raise
+        finally:
+            entry.done.set()
+        self.pushes.add(len(ids))
+        return entry.result
+
+    def stats(self) -> dict:
+        return {
+            "role": self.role, "shard": self.shard, "shards": self.shards,
+            "uptime_s": time.time() - self.started,
+            "pulls_per_s": self.pulls.per_second(), "pushes_per_s": self.pushes.per_second(),
+            "duplicate_pushes": self.duplicates,
+            "tables": {name: t.stats() for name, t in self.tables.items()},
+            "sync": self.sync_status,
+        }

@@ -1,0 +1,71 @@
+"""Run one parameter-server shard process: its tables, its Flight server and its sync thread.
+
+    flywheel ps training --shard 0     # trainers' PS; publishes deltas every sync interval
+    flywheel ps serving --shard 0      # model servers' PS; applies deltas from the topic
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from flywheel.config import FlywheelConfig
+from paramserver.config import Adagrad, Ftrl, Sgd, TableConfig
+from paramserver.server import ParamServer
+from paramserver.sync import DeltaPublisher, DeltaSubscriber
+from paramserver.table import EmbeddingTable
+
+OPTIMIZERS = {"sgd": Sgd, "adagrad": Adagrad, "ftrl": Ftrl}
+log = logging.getLogger(__name__)
+
+
+def build_tables(cfg: FlywheelConfig, role: str) -> dict[str, EmbeddingTable]:
+    """This role's tables from ``paramserver.tables`` in the config."""
+    tables = {}
+    shards = cfg.paramserver.shards
+    for name, t in cfg.paramserver.tables.items():
+        tables[name] = EmbeddingTable(TableConfig(
+            name=name, dim=t.dim, optimizer=OPTIMIZERS[t.optimizer](learning_rate=t.learning_rate),
+            initializer=t.initializer, init_scale=t.init_scale,
+            admit_after=t.admit_after if role == "training" else 1,
+            ttl_seconds=t.ttl_seconds if role == "training" else 0,  # serving follows training's tombstones
+            track_changes=role == "training", expected_rows=t.expected_rows // shards,
+        ))
+    return tables
+
+
+def port(cfg: FlywheelConfig, role: str, shard: int) -> int:
+    base = cfg.paramserver.training_port if role == "training" else cfg.paramserver.serving_port
+    return base + shard
+
+
+def run(cfg: FlywheelConfig, role: str, shard: int, ready: threading.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; the training role ships a last delta on the way out."""
+    ps = cfg.paramserver
+    if not 0 <= shard < ps.shards:
+        raise ValueError(f"shard {shard} is outside 0..{ps.shards - 1} (paramserver.shards = {ps.shards})")
+    if not ps.tables:
+        raise ValueError("paramserver.tables is empty in the config: nothing to serve")
+    tables = build_tables(cfg, role)
+    location = f"grpc+tcp://{cfg.stack.bind}:{port(cfg, role, shard)}"
+    server = ParamServer(location, tables, role, shard, ps.shards)
+    if role == "training":
+        sync = DeltaPublisher(tables, shard, cfg.kafka_bootstrap, ps.deltas_topic, ps.sync_interval_s,
+                              server.sync_status).start()
+    else:
+        sync = DeltaSubscriber(tables, shard, cfg.kafka_bootstrap, ps.deltas_topic, server.sync_status).start()
+    stopping = threading.Event()
+
+    def stop(*_):
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("%s PS shard %d/%d serving %s at %s", role, shard, ps.shards, sorted(tables), location)
+    if ready:
+        ready.set()
+    server.serve()
+    sync.stop()

@@ -1,0 +1,162 @@
+"""Training -> serving sync of sparse parameters through a Kafka topic of Arrow deltas.
+
+Every ``sync_interval_s`` the training PS shard exports each table's delta (rows touched since
+the last export, and tombstones) and produces it to the deltas topic, in messages of at most
+~900 KB (Kafka's default limit is 1 MB), keyed ``<table>/<shard>``, to partition
+``shard % partitions`` so a shard's messages stay ordered. Tombstones go before upserts.
+
+Any number of serving replicas consume the topic and apply the messages of their shard; a new
+replica reads it from the beginning (or, later, from a snapshot's offset) to catch up. A
+delta that cannot be produced stays queued and is sent first at the next interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from paramserver.table import EmbeddingTable
+from paramserver.wire import decode, encode
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE_BYTES = 900_000
+
+
+def delta_messages(table: str, shard: int, ids: np.ndarray, rows: np.ndarray, tombstones: np.ndarray) -> list[bytes]:
+    """Encode one table's delta as Kafka message values: deletes first, then upserts."""
+    out: list[bytes] = []
+    dim = rows.shape[1] if rows.ndim == 2 else 1
+    per_message = max(1, MAX_MESSAGE_BYTES // (dim * 4 + 16))
+    for start in range(0, len(tombstones), MAX_MESSAGE_BYTES // 8):
+        chunk = tombstones[start:start + MAX_MESSAGE_BYTES // 8]
+        out.append(encode({"table": table, "shard": shard, "kind": "delete"}, id=chunk).to_pybytes())
+    for start in range(0, len(ids), per_message):
+        out.append(encode({"table": table, "shard": shard, "kind": "upsert"},
+                          id=ids[start:start + per_message], row=rows[start:start + per_message]).to_pybytes())
+    return out
+
+
+class DeltaPublisher:
+    """Ships one training shard's deltas to Kafka every ``interval_s`` (a daemon thread)."""
+
+    def __init__(self, tables: dict[str, EmbeddingTable], shard: int, bootstrap: str, topic: str,
+                 interval_s: float, status: dict):
+        self.tables, self.shard, self.topic, self.interval_s = tables, shard, topic, interval_s
+        self.status = status
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                       max_request_size=1_048_576, retries=5)
+        partitions = self._producer.partitions_for(topic)
+        if not partitions:
+            raise RuntimeError(f"deltas topic {topic!r} does not exist: run 'make up' (it creates configured topics)")
+        self.partition = shard % len(partitions)
+        self._queued: list[tuple[bytes, bytes]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"delta-publisher-{shard}", daemon=True)
+        status.update({"role": "publisher", "topic": topic, "partition": self.partition, "rows_shipped": 0,
+                       "tombstones_shipped": 0, "last_sync": None, "last_error": None})
+
+    def start(self) -> DeltaPublisher:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sync_once()
+
+    def sync_once(self) -> int:
+        """Evict expired rows, then export and ship every table's delta; returns rows shipped."""
+        shipped = tombs = 0
+        for name, table in self.tables.items():
+            table.evict()
+            delta = table.export_delta()
+            key = f"{name}/{self.shard}".encode()
+            for value in delta_messages(name, self.shard, delta.ids, delta.rows, delta.tombstones):
+                self._queued.append((key, value))
+            shipped, tombs = shipped + len(delta.ids), tombs + len(delta.tombstones)
+        try:
+            while self._queued:
+                key, value = self._queued[0]
+                self._producer.send(self.topic, key=key, value=value, partition=self.partition).get(timeout=30)
+                self._queued.pop(0)
+            self._producer.flush()
+        except Exception as exc:  # noqa: BLE001 - keep the queue, retry next interval, report it
+            self.status["last_error"] = f"{type(exc).__name__}: {exc}"
+            log.warning("delta sync to %s failed (%s); %d messages stay queued", self.topic, exc, len(self._queued))
+            return 0
+        self.status.update(rows_shipped=self.status["rows_shipped"] + shipped,
+                           tombstones_shipped=self.status["tombstones_shipped"] + tombs,
+                           last_sync=time.time(), last_error=None, queued_messages=len(self._queued))
+        return shipped
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.sync_once()
+        self._producer.close()
+
+
+class DeltaSubscriber:
+    """Applies one shard's deltas from Kafka to a serving shard's tables (a daemon thread).
+    Lookups keep running while deltas apply (the table's shared lock)."""
+
+    def __init__(self, tables: dict[str, EmbeddingTable], shard: int, bootstrap: str, topic: str,
+                 status: dict, start_offset: int | None = None):
+        self.tables, self.shard, self.status = tables, shard, status
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                       fetch_max_bytes=16 * 1_048_576, max_partition_fetch_bytes=4 * 1_048_576)
+        partitions = self._consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise RuntimeError(f"deltas topic {topic!r} does not exist: run 'make up' (it creates configured topics)")
+        self.tp = TopicPartition(topic, shard % len(partitions))
+        self._consumer.assign([self.tp])
+        if start_offset is None:
+            self._consumer.seek_to_beginning(self.tp)
+        else:
+            self._consumer.seek(self.tp, start_offset)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"delta-subscriber-{shard}", daemon=True)
+        status.update({"role": "subscriber", "topic": topic, "partition": self.tp.partition, "rows_applied": 0,
+                       "tombstones_applied": 0, "last_applied": None, "offset": None, "lag": None,
+                       "bad_messages": 0})
+
+    def start(self) -> DeltaSubscriber:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batches = self._consumer.poll(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    self._apply(record)
+            position = self._consumer.position(self.tp)
+            end = self._consumer.end_offsets([self.tp])[self.tp]
+            self.status.update(offset=position, lag=end - position)
+
+    def _apply(self, record) -> None:
+        key = (record.key or b"").decode(errors="replace")
+        table_name, _, shard = key.partition("/")
+        if shard != str(self.shard):
+            return  # another shard sharing this partition
+        try:
+            meta, cols = decode(record.value)
+            table = self.tables[table_name]
+            if meta.get("kind") == "delete":
+                table.remove(cols["id"])
+                self.status["tombstones_applied"] += len(cols["id"])
+            else:
+                table.import_rows(cols["id"], cols["row"])
+                self.status["rows_applied"] += len(cols["id"])
+            self.status["last_applied"] = time.time()
+        except Exception as exc:  # noqa: BLE001 - count and skip a bad message, never stop syncing
+            self.status["bad_messages"] += 1
+            log.error("skipping bad delta at %s offset %d (key %r): %s", self.tp, record.offset, key, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._consumer.close()

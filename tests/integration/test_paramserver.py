@@ -1,0 +1,141 @@
+"""Training and serving parameter servers as real processes, 2 shards, synced through the
+real Kafka broker."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+
+from flywheel.config import load_config
+from paramserver.client import PSClient
+from paramserver.wire import encode
+
+pytestmark = pytest.mark.integration
+FLYWHEEL = Path(sys.executable).parent / "flywheel"
+TABLES = "{emb: {dim: 8, optimizer: sgd, learning_rate: 1.0, initializer: zeros}}"
+
+
+class Cluster:
+    """PS shard processes started with one environment (config overrides) and stopped together."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env, self.procs = env, {}
+        self.cfg = load_config(environ=env)
+
+    def start(self, role: str, shard: int) -> None:
+        log = open(self.cfg.stack.logs / f"test-ps-{role}-{shard}.log", "ab")
+        self.procs[(role, shard)] = subprocess.Popen([str(FLYWHEEL), "ps", role, "--shard", str(shard)],
+                                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def client(self, role: str) -> PSClient:
+        client = PSClient.from_config(self.cfg, role=role)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.stats()
+                return client
+            except Exception:
+                for (r, s), p in self.procs.items():
+                    assert p.poll() is None, f"{r} PS shard {s} exited with {p.returncode}; see its log"
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.fixture
+def cluster(stack):
+    topic = f"ps-deltas-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    admin.close()
+    env = {**os.environ, "FLYWHEEL__PARAMSERVER__SHARDS": "2", "FLYWHEEL__PARAMSERVER__DELTAS_TOPIC": topic,
+           "FLYWHEEL__PARAMSERVER__TABLES": TABLES}
+    c = Cluster(env)
+    yield c
+    c.stop()
+
+
+def wait_equal(client: PSClient, ids: np.ndarray, want: np.ndarray, timeout_s: float) -> float:
+    started = time.monotonic()
+    while True:
+        got = client.pull("emb", ids)
+        if np.array_equal(got, want):
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            diff = int((~(got == want).all(axis=1)).sum())
+            raise AssertionError(f"serving PS still differs on {diff} of {len(ids)} rows after {timeout_s:.0f}s")
+        time.sleep(0.05)
+
+
+def test_pull_push_across_two_shards_and_sync_to_serving(cluster):
+    for shard in (0, 1):
+        cluster.start("training", shard)
+        cluster.start("serving", shard)
+    train, serve = cluster.client("training"), cluster.client("serving")
+    ids = np.arange(1, 5001, dtype=np.uint64) * np.uint64(7919)
+    assert not train.pull("emb", ids, insert=True).any()  # zeros init
+    assert train.push("emb", ids, -np.ones((len(ids), 8), np.float32)) == len(ids)  # sgd lr 1: w = 1
+    np.testing.assert_array_equal(train.pull("emb", ids), np.ones((len(ids), 8), np.float32))
+    rows = [s["tables"]["emb"]["rows"] for s in train.stats()]
+    assert sum(rows) == len(ids) and min(rows) > 1000, f"ids were not spread over both shards: {rows}"
+
+    interval = cluster.cfg.paramserver.sync_interval_s
+    took = wait_equal(serve, ids, np.ones((len(ids), 8), np.float32), timeout_s=2 * interval + 5)
+    print(f"serving reflected the push after {took:.2f}s (sync interval {interval}s)")
+    assert all(s["sync"]["bad_messages"] == 0 for s in serve.stats())
+
+
+def test_a_retried_push_is_applied_once(cluster):
+    cluster.start("training", 0)
+    cluster.start("training", 1)
+    train = cluster.client("training")
+    ids = np.array([3], np.uint64)
+    shard = int(__import__("paramserver.sharding", fromlist=["shard_of"]).shard_of(ids, 2)[0])
+    train.pull("emb", ids, insert=True)
+    body = encode({"table": "emb", "request_id": "same-request/0"}, id=ids, grad=-np.ones((1, 8), np.float32))
+    first = json.loads(train._call(shard, "push", body))
+    again = json.loads(train._call(shard, "push", body))
+    assert (first["duplicate"], again["duplicate"]) == (False, True)
+    np.testing.assert_array_equal(train.pull("emb", ids), np.ones((1, 8), np.float32))
+
+
+def test_late_serving_replica_catches_up_from_the_topic(cluster):
+    cluster.start("training", 0)
+    cluster.start("training", 1)
+    train = cluster.client("training")
+    ids = np.arange(10_000, 12_000, dtype=np.uint64)
+    train.pull("emb", ids, insert=True)
+    for step in range(3):
+        train.push("emb", ids, -np.ones((len(ids), 8), np.float32))
+    time.sleep(cluster.cfg.paramserver.sync_interval_s * 2)
+    cluster.start("serving", 0)
+    cluster.start("serving", 1)
+    serve = cluster.client("serving")
+    wait_equal(serve, ids, train.pull("emb", ids), timeout_s=30)
+
+
+def test_wrong_shard_count_is_refused_with_a_clear_error(cluster):
+    cluster.start("training", 0)
+    cluster.start("training", 1)
+    cluster.client("training")
+    one_shard = PSClient([f"grpc+tcp://{cluster.cfg.stack.host}:{cluster.cfg.paramserver.training_port}"], {"emb": 8})
+    with pytest.raises(Exception, match="disagree on paramserver.shards"):
+        one_shard.pull("emb", np.arange(100, dtype=np.uint64))
