@@ -120,28 +120,61 @@ ps_app = typer.Typer(help="Parameter servers: run one shard, or read their stats
 app.add_typer(ps_app, name="ps")
 
 
+Shard = Annotated[int, typer.Option(help="shard index, 0..paramserver.shards-1")]
+Restore = Annotated[str, typer.Option(help="snapshot to start from: latest, none, or a snapshot id")]
+
+
 @ps_app.command("training")
 @friendly
-def ps_training(shard: Annotated[int, typer.Option(help="shard index, 0..paramserver.shards-1")] = 0):
+def ps_training(shard: Shard = 0, restore: Restore = "latest"):
     """Run a training PS shard (pull/push for trainers; ships deltas to Kafka)."""
-    _run_ps("training", shard)
+    _run_ps("training", shard, restore)
 
 
 @ps_app.command("serving")
 @friendly
-def ps_serving(shard: Annotated[int, typer.Option(help="shard index, 0..paramserver.shards-1")] = 0):
+def ps_serving(shard: Shard = 0, restore: Restore = "latest"):
     """Run a serving PS shard (pull for model servers; applies deltas from Kafka)."""
-    _run_ps("serving", shard)
+    _run_ps("serving", shard, restore)
 
 
-def _run_ps(role: str, shard: int) -> None:
+@ps_app.command("snapshot")
+@friendly
+def ps_snapshot():
+    """Snapshot every training shard to HDFS now and log it to MLflow; prints the manifest."""
+    import json
+
+    from paramserver.snapshots import snapshot_all
+
+    typer.echo(json.dumps(snapshot_all(load_config()), indent=2))
+
+
+@ps_app.command("snapshots")
+@friendly
+def ps_snapshots():
+    """List snapshots on HDFS, newest first (complete ones are restorable)."""
+    from flywheel.hdfs import webhdfs
+    from paramserver.snapshots import COMPLETE
+
+    cfg = load_config()
+    fs, root = webhdfs(cfg), cfg.paramserver.snapshot_dir
+    names = sorted((p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)), reverse=True) \
+        if fs.exists(root) else []
+    for name in names:
+        state = "complete" if fs.exists(f"{root}/{name}/{COMPLETE}") else "incomplete"
+        typer.echo(f"{name}  {state}  {cfg.hdfs_uri}{root}/{name}")
+    if not names:
+        typer.echo(f"no snapshots under {cfg.hdfs_uri}{root}")
+
+
+def _run_ps(role: str, shard: int, restore: str) -> None:
     import logging
 
     from paramserver.service import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run(load_config(), role, shard)
+        run(load_config(), role, shard, restore=restore)
     except ValueError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None

@@ -198,6 +198,7 @@ class ParamServerConfig(_Section):
     serving_port: Port = 7200
     sync_interval_s: float = Field(2.0, gt=0, le=5)
     deltas_topic: str = "ps-deltas"
+    snapshot_dir: str = "/flywheel/paramserver/snapshots"  # on HDFS
     rpc_timeout_s: float = Field(5.0, gt=0)
     rpc_retries: int = Field(3, ge=0)
     tables: dict[str, PsTableConfig] = Field(default_factory=dict)

@@ -37,7 +37,7 @@ class PSClient:
         self._clients = [flight.FlightClient(a) for a in addresses]
         self._options = flight.FlightCallOptions(timeout=timeout_s)
         self._pool = ThreadPoolExecutor(max_workers=self.shards, thread_name_prefix="ps-client")
-        self._call = retry(
+        self._retrying = retry(
             retry=retry_if_exception_type(TRANSIENT), stop=stop_after_attempt(retries + 1),
             wait=wait_exponential(multiplier=0.05, max=1.0), reraise=True,
         )(self._call_once)
@@ -50,8 +50,14 @@ class PSClient:
         return cls([f"grpc+tcp://{host}:{base + i}" for i in range(ps.shards)],
                    {name: t.dim for name, t in ps.tables.items()}, ps.rpc_timeout_s, ps.rpc_retries)
 
-    def _call_once(self, shard: int, kind: str, body) -> bytes:
-        results = list(self._clients[shard].do_action(flight.Action(kind, body), self._options))
+    def call_action(self, shard: int, kind: str, body, timeout_s: float | None = None):
+        """One Flight action on one shard, retried on transient errors; returns the result
+        body (bytes; an Arrow buffer for ``pull``)."""
+        return self._retrying(shard, kind, body, timeout_s)
+
+    def _call_once(self, shard: int, kind: str, body, timeout_s: float | None = None):
+        options = self._options if timeout_s is None else flight.FlightCallOptions(timeout=timeout_s)
+        results = list(self._clients[shard].do_action(flight.Action(kind, body), options))
         return results[0].body.to_pybytes() if kind != "pull" else results[0].body
 
     def _dim(self, table: str) -> int:
@@ -65,7 +71,7 @@ class PSClient:
         out = np.empty((len(ids), dim), dtype=np.float32)
         parts = [(s, p) for s, p in enumerate(split(ids, self.shards)) if len(p)]
         meta = {"table": table, "insert": "1" if insert else "0"}
-        futures = [(p, self._pool.submit(self._call, s, "pull", encode(meta, id=ids[p]))) for s, p in parts]
+        futures = [(p, self._pool.submit(self.call_action, s, "pull", encode(meta, id=ids[p]))) for s, p in parts]
         for p, fut in futures:
             out[p] = decode(fut.result())[1]["row"]
         return out
@@ -79,7 +85,7 @@ class PSClient:
                              f"got {grads.dtype} {grads.shape}")
         request = uuid.uuid4().hex
         futures = [
-            self._pool.submit(self._call, s, "push",
+            self._pool.submit(self.call_action, s, "push",
                               encode({"table": table, "request_id": f"{request}/{s}"}, id=ids[p], grad=grads[p]))
             for s, p in enumerate(split(ids, self.shards)) if len(p)
         ]
@@ -87,7 +93,7 @@ class PSClient:
 
     def stats(self) -> list[dict]:
         """Each shard's stats (rows, bytes, pulls/s, pushes/s, sync status)."""
-        return [json.loads(self._call(s, "stats", b"")) for s in range(self.shards)]
+        return [json.loads(self.call_action(s, "stats", b"")) for s in range(self.shards)]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

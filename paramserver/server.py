@@ -16,6 +16,7 @@ import json
 import threading
 import time
 from collections import OrderedDict, deque
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow.flight as flight
@@ -33,6 +34,39 @@ class _Applied:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.result: dict | None = None
+
+
+class _Gate:
+    """Many mutators (pushes, inserting pulls) or one snapshot at a time; a waiting snapshot
+    holds new mutators back so it is not starved."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._snapshot = False
+
+    def enter(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._snapshot)
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._snapshot)
+            self._snapshot = True
+            self._cond.wait_for(lambda: self._active == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._snapshot = False
+                self._cond.notify_all()
 
 
 class _Rate:
@@ -66,6 +100,9 @@ class ParamServer(flight.FlightServerBase):
         self.duplicates = 0
         self.sync_status: dict = {}  # filled by the delta publisher/subscriber
         self.started = time.time()
+        self.gate = _Gate()
+        self.snapshotter = None  # set by the service: body(dict) -> manifest(dict)
+        self.restored: dict | None = None  # manifest of the snapshot this shard started from
 
     # -- actions ----------------------------------------------------------------------------
     def do_action(self, context, action):
@@ -76,11 +113,21 @@ class ParamServer(flight.FlightServerBase):
             return [flight.Result(json.dumps(self._push(action.body)).encode())]
         if kind in ("stats", "health"):
             return [flight.Result(json.dumps(self.stats()).encode())]
-        raise flight.FlightServerError(f"unknown action {kind!r}; use pull, push, stats or health")
+        if kind == "snapshot":
+            return [flight.Result(json.dumps(self._snapshot(action.body)).encode())]
+        raise flight.FlightServerError(f"unknown action {kind!r}; use pull, push, snapshot, stats or health")
 
     def list_actions(self, context):
         return [("pull", "rows of ids"), ("push", "apply gradients (training)"),
+                ("snapshot", "write this shard to HDFS (training)"),
                 ("stats", "rows, bytes, rates, sync"), ("health", "same as stats")]
+
+    def _snapshot(self, body) -> dict:
+        if self.role != "training" or self.snapshotter is None:
+            raise flight.FlightServerError("snapshots are taken on the training PS")
+        request = json.loads(body.to_pybytes())
+        with self.gate.exclusive():  # no push or inserting pull while the shard is written
+            return self.snapshotter(request)
 
     def _table(self, meta: dict) -> EmbeddingTable:
         name = meta.get("table", "")
@@ -101,7 +148,14 @@ class ParamServer(flight.FlightServerBase):
         table, ids = self._table(meta), cols["id"]
         self._check_shard(ids)
         insert = self.role == "training" and meta.get("insert") == "1"
-        rows = table.lookup(ids, insert=insert)
+        if insert:
+            self.gate.enter()
+            try:
+                rows = table.lookup(ids, insert=True)
+            finally:
+                self.gate.leave()
+        else:
+            rows = table.lookup(ids)
         self.pulls.add(len(ids))
         return encode({}, row=rows)
 
@@ -124,6 +178,7 @@ class ParamServer(flight.FlightServerBase):
             entry.done.wait(timeout=60)
             self.duplicates += 1
             return {**(entry.result or {}), "duplicate": True}
+        self.gate.enter()
         try:
             applied = table.apply_gradients(ids, cols["grad"])
             entry.result = {"applied": applied, "duplicate": False}
@@ -132,6 +187,7 @@ class ParamServer(flight.FlightServerBase):
                 self._applied.pop(request_id, None)
             raise
         finally:
+            self.gate.leave()
             entry.done.set()
         self.pushes.add(len(ids))
         return entry.result
@@ -143,5 +199,5 @@ class ParamServer(flight.FlightServerBase):
             "pulls_per_s": self.pulls.per_second(), "pushes_per_s": self.pushes.per_second(),
             "duplicate_pushes": self.duplicates,
             "tables": {name: t.stats() for name, t in self.tables.items()},
-            "sync": self.sync_status,
+            "sync": self.sync_status, "restored_from": self.restored,
         }

@@ -11,6 +11,8 @@ import signal
 import threading
 
 from flywheel.config import FlywheelConfig
+from flywheel.hdfs import webhdfs
+from paramserver import snapshots
 from paramserver.config import Adagrad, Ftrl, Sgd, TableConfig
 from paramserver.server import ParamServer
 from paramserver.sync import DeltaPublisher, DeltaSubscriber
@@ -40,21 +42,55 @@ def port(cfg: FlywheelConfig, role: str, shard: int) -> int:
     return base + shard
 
 
-def run(cfg: FlywheelConfig, role: str, shard: int, ready: threading.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT; the training role ships a last delta on the way out."""
+def _restore(cfg: FlywheelConfig, tables: dict, shard: int, which: str) -> dict | None:
+    """Load this shard from a complete snapshot (``latest``, an id, or ``none``)."""
+    fs = webhdfs(cfg)
+    root = cfg.paramserver.snapshot_dir
+    snapshot_id = snapshots.resolve(fs, root, which)
+    if snapshot_id is None:
+        log.info("no snapshot to restore under %s: starting empty", root)
+        return None
+    manifest = snapshots.restore_shard(fs, root, snapshot_id, shard, tables)
+    log.info("restored shard %d from snapshot %s: %s rows", shard, snapshot_id, manifest["rows"])
+    return manifest
+
+
+def _snapshotter(cfg: FlywheelConfig, tables: dict, shard: int, publisher: DeltaPublisher):
+    def take(request: dict) -> dict:
+        offset = publisher.flush_and_offset()
+        return snapshots.write_shard(webhdfs(cfg), request["root"], request["snapshot_id"], shard, tables,
+                                     offset, request.get("examples_offsets"))
+
+    return take
+
+
+def run(cfg: FlywheelConfig, role: str, shard: int, restore: str = "latest",
+        ready: threading.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; the training role ships a last delta on the way out.
+
+    Args:
+      restore: snapshot to start from: ``latest`` (the newest complete one, if any), a
+        snapshot id, or ``none``. A serving shard then consumes deltas from the snapshot's
+        offset; without one, from the start of the topic.
+    """
     ps = cfg.paramserver
     if not 0 <= shard < ps.shards:
         raise ValueError(f"shard {shard} is outside 0..{ps.shards - 1} (paramserver.shards = {ps.shards})")
     if not ps.tables:
         raise ValueError("paramserver.tables is empty in the config: nothing to serve")
     tables = build_tables(cfg, role)
+    manifest = _restore(cfg, tables, shard, restore)
     location = f"grpc+tcp://{cfg.stack.bind}:{port(cfg, role, shard)}"
     server = ParamServer(location, tables, role, shard, ps.shards)
+    server.restored = manifest
     if role == "training":
         sync = DeltaPublisher(tables, shard, cfg.kafka_bootstrap, ps.deltas_topic, ps.sync_interval_s,
                               server.sync_status).start()
+        server.snapshotter = _snapshotter(cfg, tables, shard, sync)
     else:
-        sync = DeltaSubscriber(tables, shard, cfg.kafka_bootstrap, ps.deltas_topic, server.sync_status).start()
+        start = manifest["delta_offset"] if manifest else None
+        sync = DeltaSubscriber(tables, shard, cfg.kafka_bootstrap, ps.deltas_topic, server.sync_status,
+                               start_offset=start).start()
     stopping = threading.Event()
 
     def stop(*_):

@@ -54,6 +54,8 @@ class DeltaPublisher:
             raise RuntimeError(f"deltas topic {topic!r} does not exist: run 'make up' (it creates configured topics)")
         self.partition = shard % len(partitions)
         self._queued: list[tuple[bytes, bytes]] = []
+        self._lock = threading.Lock()  # one sync at a time (timer thread or a snapshot)
+        self._bootstrap = bootstrap
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"delta-publisher-{shard}", daemon=True)
         status.update({"role": "publisher", "topic": topic, "partition": self.partition, "rows_shipped": 0,
@@ -69,6 +71,24 @@ class DeltaPublisher:
 
     def sync_once(self) -> int:
         """Evict expired rows, then export and ship every table's delta; returns rows shipped."""
+        with self._lock:
+            return self._sync_locked()
+
+    def flush_and_offset(self) -> int:
+        """Ship everything pending, then return the end offset of this shard's partition:
+        every delta of this shard so far lies before it. Raises if Kafka is unreachable."""
+        with self._lock:
+            self._sync_locked()
+            if self._queued:
+                raise RuntimeError(f"deltas could not be shipped: {self.status['last_error']}")
+            consumer = KafkaConsumer(bootstrap_servers=self._bootstrap)
+            try:
+                tp = TopicPartition(self.topic, self.partition)
+                return consumer.end_offsets([tp])[tp]
+            finally:
+                consumer.close()
+
+    def _sync_locked(self) -> int:
         shipped = tombs = 0
         for name, table in self.tables.items():
             table.evict()

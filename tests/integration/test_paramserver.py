@@ -111,8 +111,8 @@ def test_a_retried_push_is_applied_once(cluster):
     shard = int(__import__("paramserver.sharding", fromlist=["shard_of"]).shard_of(ids, 2)[0])
     train.pull("emb", ids, insert=True)
     body = encode({"table": "emb", "request_id": "same-request/0"}, id=ids, grad=-np.ones((1, 8), np.float32))
-    first = json.loads(train._call(shard, "push", body))
-    again = json.loads(train._call(shard, "push", body))
+    first = json.loads(train.call_action(shard, "push", body))
+    again = json.loads(train.call_action(shard, "push", body))
     assert (first["duplicate"], again["duplicate"]) == (False, True)
     np.testing.assert_array_equal(train.pull("emb", ids), np.ones((1, 8), np.float32))
 
@@ -139,3 +139,57 @@ def test_wrong_shard_count_is_refused_with_a_clear_error(cluster):
     one_shard = PSClient([f"grpc+tcp://{cluster.cfg.stack.host}:{cluster.cfg.paramserver.training_port}"], {"emb": 8})
     with pytest.raises(Exception, match="disagree on paramserver.shards"):
         one_shard.pull("emb", np.arange(100, dtype=np.uint64))
+
+
+def test_snapshot_restart_and_serving_bootstrap(cluster):
+    """Snapshot to HDFS, restart the training PS from it, start a serving replica from it."""
+    cluster.env["FLYWHEEL__PARAMSERVER__SNAPSHOT_DIR"] = f"/flywheel/it-snapshots/{uuid.uuid4().hex[:8]}"
+    cluster.cfg = load_config(environ=cluster.env)
+    for shard in (0, 1):
+        cluster.start("training", shard)
+    train = cluster.client("training")
+    ids = np.arange(20_000, 24_000, dtype=np.uint64)
+    train.pull("emb", ids, insert=True)
+    train.push("emb", ids, -np.ones((len(ids), 8), np.float32))
+    manifest = __import__("paramserver.snapshots", fromlist=["x"]).snapshot_all(cluster.cfg, {"examples": {"0": 42}})
+    assert sum(s["rows"]["emb"] for s in manifest["shards"]) == len(ids)
+    assert all(s["delta_offset"] is not None and s["examples_offsets"] == {"examples": {"0": 42}}
+               for s in manifest["shards"])
+    train.push("emb", ids[:100], -np.ones((100, 8), np.float32))  # after the snapshot: only in the topic
+    want = train.pull("emb", ids)
+    cluster.stop()
+
+    cluster.procs.clear()
+    for shard in (0, 1):
+        cluster.start("training", shard)
+        cluster.start("serving", shard)
+    restarted, serve = cluster.client("training"), cluster.client("serving")
+    assert {s["restored_from"]["snapshot_id"] for s in restarted.stats()} == {manifest["snapshot_id"]}
+    snap = want.copy()
+    snap[:100] -= 1  # the restarted training PS has the snapshot, not the later push
+    np.testing.assert_array_equal(restarted.pull("emb", ids), snap)
+    wait_equal(serve, ids, want, timeout_s=30)  # serving: snapshot + deltas after its offset
+
+
+def test_corrupt_snapshot_is_refused_with_a_clear_error(cluster):
+    from flywheel.hdfs import webhdfs
+    from paramserver.snapshots import snapshot_all
+
+    cluster.env["FLYWHEEL__PARAMSERVER__SNAPSHOT_DIR"] = f"/flywheel/it-snapshots/{uuid.uuid4().hex[:8]}"
+    cluster.env["FLYWHEEL__PARAMSERVER__SHARDS"] = "1"
+    cluster.cfg = load_config(environ=cluster.env)
+    cluster.start("training", 0)
+    train = cluster.client("training")
+    train.pull("emb", np.arange(5000, dtype=np.uint64), insert=True)
+    manifest = snapshot_all(cluster.cfg, log_to_mlflow=False)
+    cluster.stop()
+    fs = webhdfs(cluster.cfg)
+    path = f"{cluster.cfg.paramserver.snapshot_dir}/{manifest['snapshot_id']}/shard-0/emb.arrow"
+    data = bytearray(fs.cat_file(path))
+    data[len(data) // 2] ^= 0xFF
+    with fs.open(path, "wb") as f:
+        f.write(bytes(data))
+    proc = subprocess.run([str(FLYWHEEL), "ps", "training", "--shard", "0"], env=cluster.env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "emb.arrow" in proc.stderr and "corrupt" in proc.stderr

@@ -63,7 +63,7 @@ def test_concurrent_retries_of_one_push_apply_it_once():
 
     body = encode({"table": "emb", "request_id": "r-1/0"}, id=ids, grad=-np.ones((len(ids), 4), np.float32))
     results = []
-    threads = [threading.Thread(target=lambda: results.append(client._call(0, "push", body))) for _ in range(4)]
+    threads = [threading.Thread(target=lambda: results.append(client.call_action(0, "push", body))) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
