@@ -102,6 +102,7 @@ class ParamServer(flight.FlightServerBase):
         self.started = time.time()
         self.gate = _Gate()
         self.snapshotter = None  # set by the service: body(dict) -> manifest(dict)
+        self.restorer = None  # set by the service: snapshot id or "none" -> manifest or None
         self.restored: dict | None = None  # manifest of the snapshot this shard started from
 
     # -- actions ----------------------------------------------------------------------------
@@ -115,11 +116,14 @@ class ParamServer(flight.FlightServerBase):
             return [flight.Result(json.dumps(self.stats()).encode())]
         if kind == "snapshot":
             return [flight.Result(json.dumps(self._snapshot(action.body)).encode())]
+        if kind == "restore":
+            return [flight.Result(json.dumps(self._restore(action.body)).encode())]
         raise flight.FlightServerError(f"unknown action {kind!r}; use pull, push, snapshot, stats or health")
 
     def list_actions(self, context):
         return [("pull", "rows of ids"), ("push", "apply gradients (training)"),
                 ("snapshot", "write this shard to HDFS (training)"),
+                ("restore", "reload this shard from a snapshot (training; trainer recovery)"),
                 ("stats", "rows, bytes, rates, sync"), ("health", "same as stats")]
 
     def _snapshot(self, body) -> dict:
@@ -128,6 +132,17 @@ class ParamServer(flight.FlightServerBase):
         request = json.loads(body.to_pybytes())
         with self.gate.exclusive():  # no push or inserting pull while the shard is written
             return self.snapshotter(request)
+
+    def _restore(self, body) -> dict:
+        if self.role != "training" or self.restorer is None:
+            raise flight.FlightServerError("restore is for the training PS (the serving PS follows deltas)")
+        request = json.loads(body.to_pybytes())
+        with self.gate.exclusive():
+            manifest = self.restorer(request.get("snapshot_id", "none"))
+            with self._applied_lock:
+                self._applied.clear()  # pushes applied after the snapshot are gone with it
+            self.restored = manifest
+        return manifest or {}
 
     def _table(self, meta: dict) -> EmbeddingTable:
         name = meta.get("table", "")

@@ -64,6 +64,15 @@ def _snapshotter(cfg: FlywheelConfig, tables: dict, shard: int, publisher: Delta
     return take
 
 
+def _restorer(cfg: FlywheelConfig, tables: dict, shard: int):
+    def reload(snapshot_id: str) -> dict | None:
+        for table in tables.values():
+            table.clear()
+        return _restore(cfg, tables, shard, snapshot_id)
+
+    return reload
+
+
 def run(cfg: FlywheelConfig, role: str, shard: int, restore: str = "latest",
         ready: threading.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT; the training role ships a last delta on the way out.
@@ -87,6 +96,7 @@ def run(cfg: FlywheelConfig, role: str, shard: int, restore: str = "latest",
         sync = DeltaPublisher(tables, shard, cfg.kafka_bootstrap, ps.deltas_topic, ps.sync_interval_s,
                               server.sync_status).start()
         server.snapshotter = _snapshotter(cfg, tables, shard, sync)
+        server.restorer = _restorer(cfg, tables, shard)
     else:
         start = manifest["delta_offset"] if manifest else None
         sync = DeltaSubscriber(tables, shard, cfg.kafka_bootstrap, ps.deltas_topic, server.sync_status,

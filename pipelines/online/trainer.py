@@ -1,0 +1,130 @@
+"""The online trainer's loop: consume training examples from Kafka, turn each batch into sparse
+gradients, push them to the training PS; snapshot with the offsets covered; recover.
+
+Exactly-once with respect to the parameter servers: the state of the training PS is always
+"snapshot S + the examples after S's offsets, applied in order". The offsets live in the
+snapshot manifests, not in consumer-group commits. When a push fails for good (a PS shard
+died) or the trainer (re)starts, the trainer rolls every shard back to the newest complete
+snapshot and replays the examples topic from that snapshot's offsets: nothing acknowledged
+is lost, nothing is applied twice.
+
+``step`` is the model part (see models/): examples -> {table: (ids, grads)}; here it may be
+any deterministic function of the batch and of rows it pulls from the PS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow.flight as flight
+from kafka import KafkaConsumer, TopicPartition
+
+from flywheel.config import FlywheelConfig
+from paramserver.client import PSClient
+from paramserver.snapshots import snapshot_all
+
+log = logging.getLogger(__name__)
+Step = Callable[[list[dict], PSClient], dict[str, tuple[np.ndarray, np.ndarray]]]
+
+
+class OnlineTrainer:
+    """Single-process trainer over every partition of the examples topic."""
+
+    def __init__(self, cfg: FlywheelConfig, step: Step, topic: str = "examples", batch_size: int = 256,
+                 snapshot_every: int = 10_000, recover_timeout_s: float = 120):
+        self.cfg, self.step, self.topic, self.batch_size = cfg, step, topic, batch_size
+        self.snapshot_every, self.recover_timeout_s = snapshot_every, recover_timeout_s
+        self.ps = PSClient.from_config(cfg, role="training")
+        self.consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False,
+                                      value_deserializer=None)
+        parts = self.consumer.partitions_for_topic(topic)
+        if not parts:
+            raise RuntimeError(f"examples topic {topic!r} does not exist: run 'make up'")
+        self.partitions = [TopicPartition(topic, p) for p in sorted(parts)]
+        self.consumer.assign(self.partitions)
+        self.applied = 0           # examples applied since the last rollback point
+        self.since_snapshot = 0
+        self.recoveries = 0
+        self.bad_examples = 0
+
+    # -- offsets and snapshots --------------------------------------------------------------
+    def position(self) -> dict[str, int]:
+        return {str(tp.partition): self.consumer.position(tp) for tp in self.partitions}
+
+    def seek(self, offsets: dict[str, int]) -> None:
+        for tp in self.partitions:
+            offset = offsets.get(str(tp.partition))
+            if offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+
+    def snapshot(self) -> dict:
+        """Snapshot every shard with the offsets of the next examples to consume."""
+        manifest = snapshot_all(self.cfg, examples_offsets={self.topic: self.position()})
+        self.since_snapshot = 0
+        log.info("snapshot %s at %s", manifest["snapshot_id"], self.position())
+        return manifest
+
+    def rollback(self) -> None:
+        """Put every shard back on the newest complete snapshot; replay from its offsets."""
+        deadline = time.monotonic() + self.recover_timeout_s
+        while True:
+            try:
+                stats = self.ps.stats()
+                break
+            except flight.FlightError as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"training PS not back after {self.recover_timeout_s:.0f}s: {exc}") from exc
+                time.sleep(0.5)
+        from flywheel.hdfs import webhdfs
+        from paramserver.snapshots import latest
+
+        snapshot_id = latest(webhdfs(self.cfg), self.cfg.paramserver.snapshot_dir) or "none"
+        body = json.dumps({"snapshot_id": snapshot_id}).encode()
+        manifests = [json.loads(self.ps.call_action(s, "restore", body, timeout_s=1800)) for s in range(len(stats))]
+        offsets = manifests[0].get("examples_offsets", {}).get(self.topic, {}) if manifests[0] else {}
+        self.seek(offsets)
+        self.recoveries += 1
+        log.warning("rolled back to snapshot %s; replaying %s from %s", snapshot_id, self.topic, offsets or "the start")
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _batch(self, timeout_ms: int = 500) -> list[dict]:
+        out: list[dict] = []
+        for records in self.consumer.poll(timeout_ms=timeout_ms, max_records=self.batch_size).values():
+            for record in records:
+                try:
+                    out.append(json.loads(record.value))
+                except ValueError:
+                    self.bad_examples += 1  # counted; the joiner's dead-letter topic keeps the original
+        return out
+
+    def train_batch(self, examples: list[dict]) -> None:
+        for table, (ids, grads) in self.step(examples, self.ps).items():
+            if len(ids):
+                self.ps.push(table, ids, grads)
+
+    def run(self, stop: Callable[[], bool] = lambda: False, idle_exit_s: float | None = None) -> None:
+        """Train until ``stop()`` or, with ``idle_exit_s``, until no example came for that long."""
+        self.rollback()  # a (re)started trainer continues from the newest snapshot
+        idle_since = time.monotonic()
+        while not stop():
+            examples = self._batch()
+            if not examples:
+                if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
+                    return
+                continue
+            idle_since = time.monotonic()
+            try:
+                self.train_batch(examples)
+                self.applied += len(examples)
+                self.since_snapshot += len(examples)
+                if self.since_snapshot >= self.snapshot_every:
+                    self.snapshot()
+            except flight.FlightError as exc:
+                log.warning("training PS call failed (%s): recovering", exc)
+                self.rollback()
