@@ -66,6 +66,31 @@ def _consume(cfg: FlywheelConfig, run_id: str, rows: int, start: dict[int, int],
     return out
 
 
+def _paramserver_round_trip(cfg: FlywheelConfig, timeout_s: float = 30) -> None:
+    """Push to the training PS; wait until the serving PS has the same rows (via Kafka)."""
+    import numpy as np
+
+    from paramserver.client import PSClient
+
+    table = next(iter(cfg.paramserver.tables))
+    dim = cfg.paramserver.tables[table].dim
+    ids = np.random.default_rng().integers(1, 2**63, 256, dtype=np.uint64)
+    train, serve = PSClient.from_config(cfg, "training"), PSClient.from_config(cfg, "serving")
+    try:
+        for _ in range(cfg.paramserver.tables[table].admit_after):
+            train.pull(table, ids, insert=True)
+        train.push(table, ids, np.full((len(ids), dim), 0.1, np.float32))
+        want = train.pull(table, ids)
+        deadline = time.monotonic() + timeout_s
+        while not np.array_equal(serve.pull(table, ids), want):
+            if time.monotonic() > deadline:
+                raise StackError(f"serving PS did not reflect a push to table {table!r} within {timeout_s:.0f}s")
+            time.sleep(0.2)
+    finally:
+        train.close()
+        serve.close()
+
+
 def run_smoke(cfg: FlywheelConfig, rows: int = 500, with_airflow: bool = True, echo=print) -> dict[str, float]:
     """Run the smoke job; return seconds per step. Raises StackError naming the failing step."""
     run_id = uuid.uuid4().hex[:12]
@@ -120,6 +145,8 @@ def run_smoke(cfg: FlywheelConfig, rows: int = 500, with_airflow: bool = True, e
         with mlflow.start_run(run_name=f"smoke-{run_id}"):
             mlflow.log_params({"rows": rows, "run_id": run_id, "hdfs_path": path})
             mlflow.log_metrics({f"seconds_{k.replace(' ', '_')}": v for k, v in timings.items()})
+    with step("paramserver sync"):
+        _paramserver_round_trip(cfg)
     if with_airflow:
         with step("airflow dag"):
             from flywheel.airflow_client import AirflowClient

@@ -48,7 +48,8 @@ class Service:
     healthy: Callable[[], bool]
     post_start: Callable[[], None] = lambda: None
     ports: list[int] = field(default_factory=list)
-    requires: list[str] = field(default_factory=list)
+    requires: list[str] = field(default_factory=list)  # started with it by `up --only`
+    start_after: list[str] = field(default_factory=list)  # its programs start once these are healthy
 
 
 def java() -> str:
@@ -138,7 +139,7 @@ def wait_until(check: Callable[[], bool], timeout_s: float, interval_s: float = 
 
 def services(cfg: FlywheelConfig) -> list[Service]:
     """Every service of the local stack, in start order."""
-    from flywheel.stack import airflow, flink, hdfs, kafka, mlflow_server
+    from flywheel.stack import airflow, flink, hdfs, kafka, mlflow_server, paramserver
 
     return [
         kafka.service(cfg),
@@ -146,4 +147,5 @@ def services(cfg: FlywheelConfig) -> list[Service]:
         flink.service(cfg),
         mlflow_server.service(cfg),
         airflow.service(cfg),
+        paramserver.service(cfg),
     ]

@@ -81,20 +81,25 @@ def up(cfg: FlywheelConfig, only: list[str] | None = None, echo=print) -> None:
                 raise StackError(f"{svc.name}: {exc}") from None
     sv.render(cfg, services(cfg))
     sup.start_daemon()
-    for svc in chosen:
-        for prog in svc.programs:
-            sup.start(prog.name)
     started = time.monotonic()
     pending = {s.name: s for s in chosen}
+    waiting = dict(pending)  # not started yet
     while pending:
+        for name, svc in list(waiting.items()):
+            if not any(dep in pending for dep in svc.start_after):
+                for prog in svc.programs:
+                    sup.start(prog.name)
+                del waiting[name]
         for name, svc in list(pending.items()):
+            if name in waiting:
+                continue
             try:
                 ok = svc.healthy()
             except Exception:  # noqa: BLE001 - not answering yet
                 ok = False
             if ok:
                 svc.post_start()
-                echo(f"  {name:<8} healthy after {time.monotonic() - started:5.1f}s  {svc.url}")
+                echo(f"  {name:<11} healthy after {time.monotonic() - started:5.1f}s  {svc.url}")
                 del pending[name]
                 continue
             info = sup.info()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from test_paramserver import Cluster
+from test_paramserver import OWN_PORTS, Cluster
 
 from flywheel.config import load_config
 from pipelines.online.trainer import OnlineTrainer
@@ -34,7 +34,7 @@ def step(examples, ps):
 def make_cluster(stack, topic: str) -> Cluster:
     import os
 
-    env = {**os.environ, "FLYWHEEL__PARAMSERVER__SHARDS": "2",
+    env = {**os.environ, **OWN_PORTS, "FLYWHEEL__PARAMSERVER__SHARDS": "2",
            "FLYWHEEL__PARAMSERVER__DELTAS_TOPIC": f"ps-deltas-{uuid.uuid4().hex[:8]}",
            "FLYWHEEL__PARAMSERVER__SNAPSHOT_DIR": f"/flywheel/it-snapshots/{uuid.uuid4().hex[:8]}",
            "FLYWHEEL__PARAMSERVER__TABLES": "{emb: {dim: 8, optimizer: adagrad, learning_rate: 0.1, initializer: zeros}}"}

@@ -22,6 +22,8 @@ from paramserver.wire import encode
 pytestmark = pytest.mark.integration
 FLYWHEEL = Path(sys.executable).parent / "flywheel"
 TABLES = "{emb: {dim: 8, optimizer: sgd, learning_rate: 1.0, initializer: zeros}}"
+# these tests run their own PS processes, beside the stack's own (config/test.yaml ports)
+OWN_PORTS = {"FLYWHEEL__PARAMSERVER__TRAINING_PORT": "17300", "FLYWHEEL__PARAMSERVER__SERVING_PORT": "17400"}
 
 
 class Cluster:
@@ -66,8 +68,8 @@ def cluster(stack):
     admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
     admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
     admin.close()
-    env = {**os.environ, "FLYWHEEL__PARAMSERVER__SHARDS": "2", "FLYWHEEL__PARAMSERVER__DELTAS_TOPIC": topic,
-           "FLYWHEEL__PARAMSERVER__TABLES": TABLES}
+    env = {**os.environ, **OWN_PORTS, "FLYWHEEL__PARAMSERVER__SHARDS": "2",
+           "FLYWHEEL__PARAMSERVER__DELTAS_TOPIC": topic, "FLYWHEEL__PARAMSERVER__TABLES": TABLES}
     c = Cluster(env)
     yield c
     c.stop()
