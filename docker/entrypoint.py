@@ -32,6 +32,7 @@ PROGRAMS = {
     "kafka": "kafka", "hdfs-namenode": "hdfs", "hdfs-datanode": "hdfs",
     "flink-jobmanager": "flink", "flink-taskmanager": "flink", "mlflow": "mlflow_server",
     "airflow-api-server": "airflow", "airflow-scheduler": "airflow", "airflow-dag-processor": "airflow",
+    "ps-training-0": "paramserver", "ps-serving-0": "paramserver",  # more shards: docker/README.md
 }
 ONE_SHOTS = ("airflow-db-migrate", "stack-init")
 

@@ -1,5 +1,6 @@
-# The ML runtime: MLflow tracking server, Spark in local mode, the flywheel CLI, and the
-# one-shot stack-init (Kafka topics, HDFS folders). Build from the repository root:
+# The ML runtime: MLflow tracking server, the parameter servers, Spark in local mode, the
+# flywheel CLI, and the one-shot stack-init (Kafka topics, HDFS folders). Build from the
+# repository root:
 #   docker build -f docker/ml.Dockerfile -t flywheel/ml:0.1.0 .
 # Layout mirrors a checkout (/opt/flywheel with .venv/ml inside), so flywheel.paths holds.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
@@ -53,6 +54,6 @@ COPY --from=build /opt/flywheel /opt/flywheel
 ENV PATH=/opt/flywheel/.venv/ml/bin:${PATH}
 USER flywheel
 WORKDIR /opt/flywheel
-EXPOSE 5000
+EXPOSE 5000 7100 7200
 ENTRYPOINT ["/opt/flywheel/.venv/ml/bin/python", "/opt/flywheel/docker/entrypoint.py"]
 CMD ["mlflow"]

@@ -26,12 +26,14 @@ COMPOSE_FILE = REPO_ROOT / "docker" / "compose.yaml"
 DOCKER_COMPOSE = shutil.which("docker-compose")
 SECRETS = {"AIRFLOW_ADMIN_PASSWORD": "test-admin", "AIRFLOW_JWT_SECRET": "test-jwt",
            "AIRFLOW_API_SECRET_KEY": "test-key"}
-# service -> the config section whose ports it listens on (None: publishes nothing)
+# service -> the config section (or port key, with its +shard ports) whose ports it listens on
+# (None: publishes nothing)
 SERVICES = {
     "kafka": "kafka", "hdfs-namenode": "hdfs", "hdfs-datanode": "hdfs", "stack-init": None,
     "flink-jobmanager": "flink", "flink-taskmanager": None, "mlflow": "mlflow",
     "airflow-db-migrate": None, "airflow-api-server": "airflow", "airflow-scheduler": None,
     "airflow-dag-processor": None,
+    "paramserver-training": "paramserver.training_port", "paramserver-serving": "paramserver.serving_port",
 }
 ONE_SHOTS = {"stack-init", "airflow-db-migrate"}
 
@@ -128,7 +130,8 @@ def test_published_ports_match_config_docker_yaml(resolved):
     for port in published_ports(resolved):
         section = SERVICES[port.service]
         assert section, f"{port.service} publishes {port.target} but should publish nothing"
-        ports = {v for k, v in cfg.all_ports().items() if k.startswith(section + ".")}
+        ports = {v for k, v in cfg.all_ports().items()
+                 if k == section or k.startswith((section + ".", section + "+"))}
         assert port.target in ports, f"{port.service}: {port.target} is not a {section} port in config/docker.yaml"
         assert port.published == port.target, f"{port.service}: host port {port.published} != {port.target}"
 
@@ -195,6 +198,13 @@ def test_rendered_files_use_service_names_and_bind_the_container(docker_cfg):
     assert conf["execution"]["checkpointing"]["dir"] == "hdfs://hdfs-namenode:8020/flywheel/flink/checkpoints"
 
 
+def test_parameter_servers_bind_the_container_and_are_dialled_by_service_name(docker_cfg):
+    assert docker_cfg.stack.bind == "0.0.0.0"  # the PS listens on grpc+tcp://<bind>:<port + shard>
+    assert docker_cfg.stack.host_of("paramserver_training") == "paramserver-training"
+    assert docker_cfg.stack.host_of("paramserver_serving") == "paramserver-serving"
+    assert docker_cfg.paramserver.deltas_topic in docker_cfg.kafka.topics  # stack-init creates it
+
+
 def test_every_program_is_one_of_its_services_programs(docker_cfg):
     for name, module in docker_module("entrypoint").PROGRAMS.items():
         service = importlib.import_module(f"flywheel.stack.{module}").service(docker_cfg)
@@ -221,6 +231,11 @@ def test_entrypoint_prepares_without_patching(docker_cfg, tmp_path):
     allowed = program.command[program.command.index("--allowed-hosts") + 1].split(",")
     assert {"mlflow", "mlflow:*", "localhost:*", "127.0.0.1:*"} <= set(allowed)
 
+    for role in ("training", "serving"):
+        program = entrypoint.prepare(docker_cfg, f"ps-{role}-0")
+        assert program.command[-4:] == ["ps", role, "--shard", "0"]
+        assert Path(program.command[0]).name == "flywheel"
+
     with pytest.raises(entrypoint.StackError, match="airflow-db-migrate"):
         entrypoint.prepare(docker_cfg, "airflow-scheduler")
 
@@ -231,3 +246,13 @@ def test_healthcheck_conditions():
     assert check(doc, "beans.0.FSState=Operational") is None
     assert check(doc, "beans.0.NumLiveDataNodes>=1") == "beans.0.NumLiveDataNodes is 0, want >=1"
     assert check(doc, "beans.1.FSState=Operational") == "beans.1.FSState is absent"
+
+
+def test_healthcheck_tcp_probe():
+    import socket
+
+    probe = docker_module("healthcheck").probe
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert probe(f"tcp://127.0.0.1:{port}", []) is None
+    assert probe(f"tcp://127.0.0.1:{port}", []).startswith(f"tcp://127.0.0.1:{port}: ")  # now closed
