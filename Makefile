@@ -47,8 +47,9 @@ test-unit: setup ## Unit tests only (no services)
 test-integration: setup ## Integration tests only (starts and stops a stack on the test ports)
 	@$(PYTEST) tests -m integration
 
-clean: down ## Stop the stack and delete its data and logs (.flywheel/, .flywheel-test/)
-	rm -rf .flywheel .flywheel-test
+clean: down ## Stop the stack and delete its data and logs (.flywheel/, .flywheel-test/, .flywheel-bench/)
+	rm -rf .flywheel .flywheel-test .flywheel-bench
 
 bench: setup ## Benchmarks: tables of figures with same-run baselines; JSON in bench/results/
 	@.venv/ml/bin/python bench/cuckoo_table.py
+	@.venv/ml/bin/python bench/paramserver.py
