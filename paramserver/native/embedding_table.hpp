@@ -38,6 +38,7 @@ struct TableOptions {
   uint32_t threads = 0;           // 0: all hardware threads
   bool track_changes = true;      // keep touched rows and tombstones for export_delta
   size_t expected_rows = 0;       // pre-size the index
+  bool sort_batches = true;       // visit batch IDs in index order (cache locality)
 };
 
 struct TableStats {
@@ -93,6 +94,7 @@ class EmbeddingTable {
   class ExclusiveGuard;
 
   void grow_index(size_t incoming);
+  std::vector<uint32_t> bucket_order(const uint64_t *ids, size_t begin, size_t end) const;
   // Initialise row r for id and publish it in the index; false if id already has a row.
   bool install_row(uint64_t id, uint32_t r, uint32_t now, std::vector<uint32_t> &dirtied);
   void init_row(float *row, uint64_t id) const;

@@ -49,6 +49,7 @@ NB_MODULE(_cuckoo, m) {
       .def_rw("threads", &TableOptions::threads)
       .def_rw("track_changes", &TableOptions::track_changes)
       .def_rw("expected_rows", &TableOptions::expected_rows)
+      .def_rw("sort_batches", &TableOptions::sort_batches)
       .def_prop_rw("optimizer", [](const TableOptions &o) { return int(o.optimizer.kind); },
                    [](TableOptions &o, int v) { o.optimizer.kind = OptimizerKind(v); })
       .def_prop_rw("learning_rate", [](const TableOptions &o) { return o.optimizer.learning_rate; },
