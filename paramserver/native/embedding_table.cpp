@@ -1,4 +1,5 @@
 #include "embedding_table.hpp"
+#include "table_guards.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -25,32 +26,6 @@ bool all_finite(const float *x, size_t n, size_t *bad) {
   return true;
 }
 }  // namespace
-
-// Readers share the table; a waiting writer (evict, clear, remove) holds new readers back.
-class EmbeddingTable::SharedGuard {
- public:
-  explicit SharedGuard(const EmbeddingTable &t) : t_(t) {
-    while (t_.writers_waiting_.load(std::memory_order_acquire) > 0) std::this_thread::yield();
-    t_.rw_.lock_shared();
-  }
-  ~SharedGuard() { t_.rw_.unlock_shared(); }
-
- private:
-  const EmbeddingTable &t_;
-};
-
-class EmbeddingTable::ExclusiveGuard {
- public:
-  explicit ExclusiveGuard(const EmbeddingTable &t) : t_(t) {
-    t_.writers_waiting_.fetch_add(1, std::memory_order_acq_rel);
-    t_.rw_.lock();
-    t_.writers_waiting_.fetch_sub(1, std::memory_order_acq_rel);
-  }
-  ~ExclusiveGuard() { t_.rw_.unlock(); }
-
- private:
-  const EmbeddingTable &t_;
-};
 
 EmbeddingTable::EmbeddingTable(const TableOptions &options)
     : opt_(options), dim_(options.dim),
@@ -333,130 +308,6 @@ size_t EmbeddingTable::evict(uint32_t now) {
   }
   evicted_.fetch_add(removed, std::memory_order_relaxed);
   return removed;
-}
-
-Delta EmbeddingTable::export_delta(bool with_slots) {
-  SharedGuard guard(*this);
-  std::vector<uint32_t> rows;
-  Delta delta;
-  {
-    std::lock_guard<std::mutex> lock(changes_mu_);
-    rows.swap(dirty_);
-    delta.tombstones.swap(tombstones_);
-  }
-  const uint32_t width = with_slots ? store_.row_floats() : dim_;
-  delta.ids.reserve(rows.size());
-  delta.rows.reserve(rows.size() * width);
-  for (uint32_t r : rows) {
-    RowMeta &m = store_.meta(r);
-    uint32_t flags = m.flags.fetch_and(~kDirty, std::memory_order_acq_rel);
-    if (!(flags & kLive) || !(flags & kDirty)) continue;  // evicted, or already exported
-    lock_row(r);
-    const float *row = store_.row(r);
-    delta.ids.push_back(m.id);
-    delta.rows.insert(delta.rows.end(), row, row + width);
-    unlock_row(r);
-  }
-  return delta;
-}
-
-RowBatch EmbeddingTable::export_rows(uint32_t start, uint32_t max_rows) const {
-  SharedGuard guard(*this);
-  RowBatch batch;
-  const uint32_t width = store_.row_floats();
-  uint32_t hw = store_.high_water();
-  uint32_t end = uint32_t(std::min<uint64_t>(hw, uint64_t(start) + max_rows));
-  for (uint32_t r = start; r < end; ++r) {
-    const RowMeta &m = store_.meta(r);
-    if (!(m.flags.load(std::memory_order_acquire) & kLive)) continue;
-    lock_row(r);
-    const float *row = store_.row(r);
-    batch.ids.push_back(m.id);
-    batch.rows.insert(batch.rows.end(), row, row + width);
-    batch.updated.push_back(m.updated);
-    unlock_row(r);
-  }
-  batch.next = end;
-  return batch;
-}
-
-void EmbeddingTable::import_rows(const uint64_t *ids, size_t n, const float *rows, uint32_t width,
-                                 const uint32_t *updated, uint32_t now, bool mark) {
-  if (width != dim_ && width != store_.row_floats())
-    throw std::invalid_argument("rows have width " + std::to_string(width) + "; expected dim " +
-                                std::to_string(dim_) + " or full row " + std::to_string(store_.row_floats()));
-  SharedGuard guard(*this);
-  std::vector<uint32_t> dirtied;
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t r;
-    if (!index_.find(ids[i], r)) {
-      r = store_.allocate();
-      init_row(store_.row(r), ids[i]);
-      RowMeta &m = store_.meta(r);
-      m.id = ids[i];
-      m.flags.store(kLive, std::memory_order_release);
-      if (!index_.insert(ids[i], r)) {
-        m.flags.store(0);
-        store_.release(r);
-        index_.find(ids[i], r);
-      }
-    }
-    lock_row(r);
-    std::memcpy(store_.row(r), rows + i * width, size_t(width) * sizeof(float));
-    store_.meta(r).updated = updated ? updated[i] : now;
-    unlock_row(r);
-    if (mark) mark_dirty(r, dirtied);
-  }
-  publish_dirty(dirtied);
-}
-
-size_t EmbeddingTable::remove(const uint64_t *ids, size_t n) {
-  ExclusiveGuard guard(*this);
-  std::vector<uint64_t> gone;
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t r;
-    if (!index_.find(ids[i], r)) continue;
-    index_.erase(ids[i]);
-    store_.meta(r).flags.store(0, std::memory_order_release);
-    store_.release(r);
-    gone.push_back(ids[i]);
-  }
-  if (opt_.track_changes) {
-    std::lock_guard<std::mutex> lock(changes_mu_);
-    tombstones_.insert(tombstones_.end(), gone.begin(), gone.end());
-  }
-  return gone.size();
-}
-
-void EmbeddingTable::clear() {
-  ExclusiveGuard guard(*this);
-  index_.clear();
-  store_.release_all();
-  if (sketch_) sketch_->clear();
-  std::lock_guard<std::mutex> lock(changes_mu_);
-  dirty_.clear();
-  tombstones_.clear();
-  tracked_ = 0;
-}
-
-TableStats EmbeddingTable::stats() const {
-  TableStats s{};
-  s.rows = index_.size();
-  s.capacity_rows = store_.capacity_rows();
-  s.row_bytes = store_.bytes();
-  // libcuckoo bucket: SLOT_PER_BUCKET x (key, value) storage + a partial-key byte and an
-  // occupied flag per slot; plus its lock array (one cache line per lock).
-  constexpr size_t slots = Index::slot_per_bucket();
-  s.index_bytes = index_.bucket_count() * (slots * (sizeof(std::pair<const uint64_t, uint32_t>) + 2)) +
-                  std::min<size_t>(index_.bucket_count(), 1u << 16) * 64;
-  s.sketch_bytes = sketch_ ? sketch_->bytes() : 0;
-  s.bytes = s.row_bytes + s.index_bytes + s.sketch_bytes;
-  s.admitted = admitted_.load();
-  s.evicted = evicted_.load();
-  s.dropped_gradients = dropped_.load();
-  s.tracked_ids = tracked_.load();
-  s.load_factor = index_.load_factor();
-  return s;
 }
 
 }  // namespace flywheel
