@@ -1,0 +1,264 @@
+"""The joiner: a long-running PyFlink job that joins served ``features`` with user ``actions``
+into training ``examples``, keyed by (request_id, item_id), in event time.
+
+- Examples go out keyed by user (``key_of``), dead letters keyed by their source topic, both
+  exactly-once by default (Kafka transactions committed at each checkpoint).
+- Both topics are read as raw bytes (``ByteArraySchema``), so a rejected message reaches the
+  dead-letter topic byte for byte, with the :class:`~streaming.schemas.SchemaError` reason.
+- Event time is each record's ``event_time`` (ms), with bounded out-of-orderness watermarks
+  and an idleness timeout (a partition without traffic does not hold the watermark back).
+- Per key, features wait in ``ValueState`` and actions that came first in ``ListState``
+  (RocksDB, the cluster's backend): an action that joins emits a positive at once (labels
+  cumulative over the key's actions); at ``features.event_time + label_window`` a key with no
+  positive becomes a negative, kept with probability ``negative_rate`` (decided by a hash of
+  the key, so a replay keeps the same ones) and carrying ``sample_rate``; an action after that
+  negative (within retention) emits a corrected positive (``is_correction``); at
+  ``max(event times) + retention`` the key's state is cleared.
+
+Run (``flywheel.flinkjobs.submit`` does this with the stack's environment)::
+
+    flink run -py streaming/jobs/joiner.py --bootstrap 127.0.0.1:9092 \
+        --features-topic features --actions-topic actions --examples-topic examples \
+        --dead-letter-topic dead-letter
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+
+from pyflink.common import Duration, Row, WatermarkStrategy
+from pyflink.common.serialization import ByteArraySchema
+from pyflink.common.typeinfo import Types
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream import OutputTag, StreamExecutionEnvironment
+from pyflink.datastream.connectors.kafka import KafkaOffsetResetStrategy, KafkaOffsetsInitializer, KafkaSource
+from pyflink.datastream.functions import KeyedProcessFunction, ProcessFunction, RuntimeContext
+from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
+from pyflink.table import StreamTableEnvironment
+
+from streaming.schemas import (
+    TASKS,
+    Example,
+    SchemaError,
+    dead_letter,
+    encode,
+    key_of,
+    labels_from_action,
+    parse_action,
+    parse_features,
+)
+
+
+def keyed_bytes() -> Types:
+    """Type of what the sinks take: rows of (Kafka key, Kafka value), both bytes."""
+    return Types.ROW_NAMED(["k", "v"], [Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.BYTE())])
+
+
+DEAD_LETTERS = "dead-letter"  # side output tag of Parse: rows keyed by source topic
+FEATURES, ACTION = "f", "a"
+NO_LABELS = {task: 0 for task in TASKS}
+
+
+class Parse(ProcessFunction):
+    """Raw Kafka value -> tagged record ``(kind, join key, event_time ms, payload)``; rejects
+    go to the ``DEAD_LETTERS`` side output. The payload is the raw features bytes, or the action type."""
+
+    def __init__(self, topic: str, kind: str):
+        self.topic, self.kind = topic, kind
+
+    def open(self, runtime_context: RuntimeContext):
+        # made here, not pickled: a used type info holds Java objects
+        self.dead = OutputTag(DEAD_LETTERS, keyed_bytes())
+
+    def process_element(self, raw, ctx):
+        try:
+            if self.kind == FEATURES:
+                event = parse_features(raw)
+                payload = bytes(raw)
+            else:
+                event = parse_action(raw)
+                payload = event.action
+        except SchemaError as err:
+            yield self.dead, Row(self.topic.encode("utf-8"), dead_letter(raw, self.topic, err))
+            return
+        yield self.kind, f"{event.request_id}|{event.item_id}", event.event_time, payload
+
+
+class EventTime(TimestampAssigner):
+    def extract_timestamp(self, value, record_timestamp: int) -> int:
+        return value[2]
+
+
+def keep_negative(key: str, rate: float) -> bool:
+    """Whether the negative of ``key`` is kept: a stable hash of the key, uniform in [0, 1), < rate."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < rate
+
+
+class Join(KeyedProcessFunction):
+    """Joins one (request_id, item_id): see the module docstring for the rules.
+
+    State, one pickled ``[features, labels, outcome, max_time]`` per key (one RocksDB read and
+    at most one write per event): ``features`` (raw bytes, or None before they arrive),
+    ``labels`` (cumulative labels emitted so far), ``outcome`` ("" until the label window
+    closes or a positive goes out; then "positive", "negative" or "dropped"), ``max_time``
+    (latest event time of the key, ms); plus ``pending``, the (event_time, action) pairs that
+    came before the features.
+    """
+
+    def __init__(self, label_window_ms: int, retention_ms: int, negative_rate: float):
+        self.window, self.retention, self.rate = label_window_ms, retention_ms, negative_rate
+
+    def open(self, runtime_context: RuntimeContext):
+        # Type infos are made here (module-level ones hold Java objects, which do not pickle).
+        pickled = Types.PICKLED_BYTE_ARRAY()
+        self.state = runtime_context.get_state(ValueStateDescriptor("join", pickled))
+        self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", pickled))
+
+    def process_element(self, value, ctx):
+        kind, _key, event_time, payload = value
+        state = self.state.value()
+        if state is None or event_time > state[3]:
+            state = state or [None, dict(NO_LABELS), "", event_time]
+            state[3] = event_time
+            ctx.timer_service().register_event_time_timer(event_time + self.retention)
+        out = []
+        if kind == FEATURES:
+            if state[0] is None:  # a duplicate delivery of the same served item: the first counts
+                state[0] = payload
+                ctx.timer_service().register_event_time_timer(event_time + self.window)
+                actions = list(self.pending.get() or [])
+                if actions:
+                    self.pending.clear()
+                    out = [ex for t, a in sorted(actions) if (ex := self._join(state, t, a))]
+        elif state[0] is None:
+            self.pending.add((event_time, payload))
+        elif ex := self._join(state, event_time, payload):
+            out = [ex]
+        self.state.update(state)
+        yield from out
+
+    def _join(self, state: list, action_time: int, action: str) -> Row | None:
+        """Merge one action's labels into ``state``; the positive to emit when it adds a task."""
+        before = state[1]
+        merged = {t: max(before[t], v) for t, v in labels_from_action(action).items()}
+        if merged == before:
+            return None
+        state[1] = merged
+        features = parse_features(state[0])
+        correction = state[2] == "negative"
+        if not correction:
+            state[2] = "positive"
+        delay = max(0, action_time - features.event_time)
+        example = Example.from_features(features, merged, 1.0, delay, is_correction=correction)
+        return Row(key_of(example), encode(example))
+
+    def on_timer(self, timestamp: int, ctx):
+        state = self.state.value()
+        if state is None:
+            return
+        raw, _labels, outcome, latest = state
+        if timestamp >= latest + self.retention:
+            self.state.clear()
+            self.pending.clear()
+            return
+        if raw is not None and not outcome:
+            features = parse_features(raw)
+            if timestamp >= features.event_time + self.window:
+                if keep_negative(ctx.get_current_key(), self.rate):
+                    state[2] = "negative"
+                    example = Example.from_features(features, dict(NO_LABELS), self.rate, self.window)
+                    yield Row(key_of(example), encode(example))
+                else:
+                    state[2] = "dropped"
+                self.state.update(state)
+
+
+def kafka_source(args, topic: str) -> KafkaSource:
+    return (
+        KafkaSource.builder()
+        .set_bootstrap_servers(args.bootstrap)
+        .set_topics(topic)
+        .set_group_id(args.group)
+        .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST))
+        .set_value_only_deserializer(ByteArraySchema())
+        .build()
+    )
+
+
+def keyed_kafka_sink(t_env: StreamTableEnvironment, statements, records, name: str, topic: str, args) -> None:
+    """Write ``records`` (``(key bytes, value bytes)`` rows) to ``topic`` with Kafka keys.
+
+    Through the Table API's Kafka connector: the DataStream ``KafkaSink`` of PyFlink can only
+    serialize a whole record as the key, never a field of it. Exactly-once = Kafka
+    transactions committed on each checkpoint (readers use ``isolation.level=read_committed``).
+    """
+    t_env.create_temporary_view(f"{name}_rows", t_env.from_data_stream(records))
+    exactly_once = args.delivery == "exactly-once"
+    options = {
+        "connector": "kafka", "topic": topic, "properties.bootstrap.servers": args.bootstrap,
+        "key.format": "raw", "key.fields": "k", "value.format": "raw", "value.fields-include": "EXCEPT_KEY",
+        "sink.delivery-guarantee": args.delivery,
+        **({"sink.transactional-id-prefix": f"{args.group}-{name}",
+            # the broker refuses transactions longer than its transaction.max.timeout.ms (15 min)
+            "properties.transaction.timeout.ms": "900000"} if exactly_once else {}),
+    }
+    with_ = ", ".join(f"'{k}' = '{v}'" for k, v in options.items())
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE {name}_sink (k BYTES, v BYTES) WITH ({with_})")
+    statements.add_insert_sql(f"INSERT INTO {name}_sink SELECT k, v FROM {name}_rows")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--features-topic", default="features")
+    parser.add_argument("--actions-topic", default="actions")
+    parser.add_argument("--examples-topic", default="examples")
+    parser.add_argument("--dead-letter-topic", default="dead-letter")
+    parser.add_argument("--label-window-s", type=float, default=1800, help="action window after serving, s")
+    parser.add_argument("--retention-s", type=float, default=7 * 86400, help="state kept after the last event, s")
+    parser.add_argument("--negative-rate", type=float, default=0.1, help="share of negatives kept, 0 < r <= 1")
+    parser.add_argument("--out-of-orderness-s", type=float, default=5, help="watermark lag behind event time, s")
+    parser.add_argument("--idle-timeout-s", type=float, default=30, help="a silent partition stops holding the watermark, s")
+    parser.add_argument("--parallelism", type=int, default=0, help="0 = the cluster default")
+    parser.add_argument("--group", default="flywheel-joiner", help="consumer group; prefix of transactional ids")
+    parser.add_argument("--delivery", choices=["exactly-once", "at-least-once"], default="exactly-once")
+    args = parser.parse_args(argv)
+    if not 0 < args.negative_rate <= 1:
+        parser.error(f"--negative-rate {args.negative_rate}: expected 0 < r <= 1")
+
+    env = StreamExecutionEnvironment.get_execution_environment()
+    if args.parallelism:
+        env.set_parallelism(args.parallelism)
+    watermarks = (
+        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(int(args.out_of_orderness_s * 1000)))
+        .with_idleness(Duration.of_millis(int(args.idle_timeout_s * 1000)))
+        .with_timestamp_assigner(EventTime())
+    )
+    tagged, dead = [], []
+    for topic, kind in ((args.features_topic, FEATURES), (args.actions_topic, ACTION)):
+        parsed = (
+            env.from_source(kafka_source(args, topic), WatermarkStrategy.no_watermarks(), f"kafka:{topic}")
+            .process(Parse(topic, kind), output_type=Types.PICKLED_BYTE_ARRAY())
+            .name(f"parse {topic}")
+        )
+        dead.append(parsed.get_side_output(OutputTag(DEAD_LETTERS, keyed_bytes())))
+        tagged.append(parsed.assign_timestamps_and_watermarks(watermarks))
+    join = Join(int(args.label_window_s * 1000), int(args.retention_s * 1000), args.negative_rate)
+    examples = (
+        tagged[0].union(tagged[1])
+        .key_by(lambda record: record[1], key_type=Types.STRING())
+        .process(join, output_type=keyed_bytes())
+        .name("join")
+    )
+    t_env = StreamTableEnvironment.create(env)
+    statements = t_env.create_statement_set()
+    keyed_kafka_sink(t_env, statements, examples, "examples", args.examples_topic, args)
+    keyed_kafka_sink(t_env, statements, dead[0].union(dead[1]), "dead_letters", args.dead_letter_topic, args)
+    statements.attach_as_datastream()
+    env.execute(f"joiner {args.features_topic} + {args.actions_topic} -> {args.examples_topic}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""The joiner job on the real broker and Flink cluster: joins in and out of order, negatives
+at window end, a corrected positive days later in event time, dead letters.
+
+Each test creates its own single-partition topics (an empty partition would hold the
+watermark back until the idleness timeout) and submits and cancels its own job. Event time is
+driven by producing later events of other keys, never by sleeping.
+"""
+
+import json
+import time
+import uuid
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+
+from flywheel import flinkjobs
+from flywheel.config import REPO_ROOT
+from streaming.schemas import Action, Features, encode, key_of
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_750_000_000_000  # event time of the served features, ms
+WINDOW_S = 60
+
+
+class Joiner:
+    """One joiner job on fresh topics, with a producer and a reader of its outputs."""
+
+    def __init__(self, stack, **options):
+        tag = uuid.uuid4().hex[:6]
+        self.stack = stack
+        self.topics = {name: f"it-join-{name}-{tag}" for name in ("features", "actions", "examples", "dead")}
+        admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+        admin.create_topics([NewTopic(t, 1, 1) for t in self.topics.values()])
+        admin.close()
+        self.producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+        args = {"label-window-s": WINDOW_S, "negative-rate": 1.0, "out-of-orderness-s": 1,
+                "parallelism": 1, "group": f"it-join-{tag}", **options}
+        argv = ["--bootstrap", stack.kafka_bootstrap,
+                "--features-topic", self.topics["features"], "--actions-topic", self.topics["actions"],
+                "--examples-topic", self.topics["examples"], "--dead-letter-topic", self.topics["dead"]]
+        for name, value in args.items():
+            argv += [f"--{name}", str(value)]
+        self.job = flinkjobs.submit(stack, REPO_ROOT / "streaming/jobs/joiner.py", argv)
+        flinkjobs.wait(stack, self.job, until={"RUNNING"}, timeout_s=120)
+        self.readers = {}
+
+    def send(self, event, raw: bytes | None = None, topic: str | None = None):
+        topic = topic or self.topics["features" if isinstance(event, Features) else "actions"]
+        self.producer.send(topic, key=key_of(event) if event else b"x", value=raw or encode(event))
+        self.producer.flush()
+
+    def read(self, name: str, count: int, where=lambda r: True, timeout_s: float = 90,
+             settle_s: float = 0) -> list[dict]:
+        """Wait for ``count`` new records matching ``where`` on an output topic (then ``settle_s``
+        more for any further ones); return them."""
+        if name not in self.readers:
+            self.readers[name] = KafkaConsumer(self.topics[name], bootstrap_servers=self.stack.kafka_bootstrap,
+                                               auto_offset_reset="earliest", consumer_timeout_ms=1000,
+                                               isolation_level="read_committed")
+        found, deadline = [], time.monotonic() + timeout_s
+        settled = None
+        while time.monotonic() < deadline and (settled is None or time.monotonic() < settled):
+            if settled is None and len(found) >= count:
+                settled = time.monotonic() + settle_s
+            if flinkjobs.state(self.stack, self.job) != "RUNNING":
+                raise AssertionError(flinkjobs.exceptions(self.stack, self.job))
+            for msg in self.readers[name].poll(timeout_ms=1000).values():
+                for m in msg:
+                    record = json.loads(m.value)
+                    if where(record):
+                        found.append({**record, "_key": m.key})
+        assert len(found) >= count, f"{len(found)}/{count} records on {name} after {timeout_s}s: {found}"
+        return found
+
+    def close(self):
+        flinkjobs.cancel(self.stack, self.job)
+        for reader in self.readers.values():
+            reader.close()
+        self.producer.close()
+
+
+@pytest.fixture
+def joiner(stack):
+    jobs = []
+
+    def start(**options) -> Joiner:
+        jobs.append(Joiner(stack, **options))
+        return jobs[-1]
+
+    yield start
+    for job in jobs:
+        job.close()
+
+
+def features(request_id: str, item_id: int = 7, event_time: int = T0, user_id: int = 42) -> Features:
+    return Features(request_id=request_id, user_id=user_id, item_id=item_id, event_time=event_time,
+                    position=3, model_version="m1", sparse={"item": [item_id]}, dense={"age": 0.5})
+
+
+def action(request_id: str, kind: str, event_time: int, item_id: int = 7, user_id: int = 42) -> Action:
+    return Action(request_id=request_id, user_id=user_id, item_id=item_id, event_time=event_time, action=kind)
+
+
+def of(request_id: str):
+    return lambda r: r["request_id"] == request_id
+
+
+def test_in_order_action_joins_into_a_positive(joiner):
+    j = joiner()
+    j.send(features("r1"))
+    j.send(action("r1", "click", T0 + 4_000))
+    [ex] = j.read("examples", 1, of("r1"))
+    assert ex["labels"] == {"click": 1, "like": 0, "finish": 0, "share": 0}
+    assert ex["join_delay_ms"] == 4_000 and ex["sample_rate"] == 1.0 and not ex.get("is_correction")
+    assert ex["sparse"] == {"item": [7]} and ex["user_id"] == 42 and ex["position"] == 3
+    assert ex["_key"] == b"42"  # keyed by user, co-partitioned with the user's events
+    j.send(action("r1", "like", T0 + 9_000))  # a second task: labels are cumulative
+    [ex2] = j.read("examples", 1, of("r1"))
+    assert ex2["labels"] == {"click": 1, "like": 1, "finish": 0, "share": 0}
+    assert ex2["join_delay_ms"] == 9_000
+
+
+def test_action_before_its_features_waits_and_joins(joiner):
+    j = joiner()
+    j.send(action("r2", "share", T0 + 2_000))
+    j.send(action("r2", "impression", T0 + 1_000))
+    time.sleep(2)  # let the actions reach state first; event time is not involved
+    j.send(features("r2"))
+    [ex] = j.read("examples", 1, of("r2"))
+    assert ex["labels"] == {"click": 0, "like": 0, "finish": 0, "share": 1}
+    assert ex["join_delay_ms"] == 2_000 and ex["sample_rate"] == 1.0
+
+
+def test_negative_at_window_end_then_a_corrected_positive_three_days_late(joiner):
+    j = joiner()
+    j.send(features("r3"))
+    # Later events of other keys move the watermark (on both inputs) past r3's window end.
+    later = T0 + (WINDOW_S + 10) * 1000
+    j.send(features("filler", item_id=1, event_time=later))
+    j.send(action("filler", "impression", later, item_id=1))
+    [neg] = j.read("examples", 1, of("r3"))
+    assert neg["labels"] == {"click": 0, "like": 0, "finish": 0, "share": 0}
+    assert neg["sample_rate"] == 1.0 and neg["join_delay_ms"] == WINDOW_S * 1000
+    three_days = 3 * 86_400_000
+    j.send(action("r3", "finish", T0 + three_days))
+    [fix] = j.read("examples", 1, of("r3"))
+    assert fix["is_correction"] is True and fix["labels"]["finish"] == 1
+    assert fix["join_delay_ms"] == three_days
+
+
+def test_negative_rate_is_written_on_kept_negatives(joiner):
+    j = joiner(**{"negative-rate": 0.5})
+    for i in range(40):
+        j.send(features(f"n{i}", event_time=T0 + i))
+    later = T0 + (WINDOW_S + 10) * 1000
+    j.send(features("filler", item_id=1, event_time=later))
+    j.send(action("filler", "impression", later, item_id=1))
+    negs = j.read("examples", 5, lambda r: r["request_id"].startswith("n"), settle_s=5)
+    assert all(n["sample_rate"] == 0.5 and not any(n["labels"].values()) for n in negs)
+    assert 5 <= len(negs) <= 35, len(negs)  # about half of 40, chosen by a hash of the key
+
+
+def test_malformed_message_goes_to_dead_letters_and_joining_continues(joiner):
+    j = joiner()
+    j.send(None, raw=b'{"not": "json', topic=j.topics["features"])
+    j.send(None, raw=json.dumps({"schema_version": 1, "request_id": "r4"}).encode(), topic=j.topics["actions"])
+    dead = j.read("dead", 2)
+    by_topic = {d["source_topic"]: d for d in dead}
+    assert by_topic[j.topics["features"]]["reason"] == "bad_json"
+    assert by_topic[j.topics["actions"]]["reason"] == "missing_field"
+    assert by_topic[j.topics["features"]]["preview"] == '{"not": "json'
+    assert by_topic[j.topics["features"]]["_key"] == j.topics["features"].encode()
+    j.send(features("r4"))
+    j.send(action("r4", "click", T0 + 1_000))
+    [ex] = j.read("examples", 1, of("r4"))
+    assert ex["labels"]["click"] == 1
