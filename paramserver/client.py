@@ -37,6 +37,7 @@ class PSClient:
         self._clients = [flight.FlightClient(a) for a in addresses]
         self._options = flight.FlightCallOptions(timeout=timeout_s)
         self._pool = ThreadPoolExecutor(max_workers=self.shards, thread_name_prefix="ps-client")
+        self._incarnations: dict[int, str] = {}
         self._retrying = retry(
             retry=retry_if_exception_type(TRANSIENT), stop=stop_after_attempt(retries + 1),
             wait=wait_exponential(multiplier=0.05, max=1.0), reraise=True,
@@ -85,11 +86,24 @@ class PSClient:
                              f"got {grads.dtype} {grads.shape}")
         request = uuid.uuid4().hex
         futures = [
-            self._pool.submit(self.call_action, s, "push",
-                              encode({"table": table, "request_id": f"{request}/{s}"}, id=ids[p], grad=grads[p]))
+            (s, self._pool.submit(self.call_action, s, "push",
+                                  encode({"table": table, "request_id": f"{request}/{s}"}, id=ids[p], grad=grads[p])))
             for s, p in enumerate(split(ids, self.shards)) if len(p)
         ]
-        return sum(json.loads(f.result())["applied"] for f in futures)
+        return sum(self._applied(s, json.loads(f.result())) for s, f in futures)
+
+    def _applied(self, shard: int, result: dict) -> int:
+        """Rows applied by one shard; raises if the shard restarted since our last push to it
+        (it came back from its snapshot: updates since then are gone, the trainer must roll back)."""
+        seen = self._incarnations.setdefault(shard, result["incarnation"])
+        if seen != result["incarnation"]:
+            raise flight.FlightServerError(f"training PS shard {shard} restarted since the last push: "
+                                           "updates after its snapshot were lost; roll back and replay")
+        return result["applied"]
+
+    def forget_incarnations(self) -> None:
+        """Accept the shards' current processes (after a rollback to a snapshot)."""
+        self._incarnations.clear()
 
     def stats(self) -> list[dict]:
         """Each shard's stats (rows, bytes, pulls/s, pushes/s, sync status)."""

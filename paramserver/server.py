@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections import OrderedDict, deque
 from contextlib import contextmanager
 
@@ -74,16 +75,19 @@ class _Rate:
 
     def __init__(self, window_s: float = 10.0):
         self.window_s, self.times = window_s, deque()
+        self._lock = threading.Lock()  # Flight calls run on many threads
 
     def add(self, n: int = 1) -> None:
         now = time.monotonic()
-        self.times.append((now, n))
-        while self.times and self.times[0][0] < now - self.window_s:
-            self.times.popleft()
+        with self._lock:
+            self.times.append((now, n))
+            while self.times and self.times[0][0] < now - self.window_s:
+                self.times.popleft()
 
     def per_second(self) -> float:
         now = time.monotonic()
-        return sum(n for t, n in self.times if t >= now - self.window_s) / self.window_s
+        with self._lock:
+            return sum(n for t, n in self.times if t >= now - self.window_s) / self.window_s
 
 
 class ParamServer(flight.FlightServerBase):
@@ -103,6 +107,9 @@ class ParamServer(flight.FlightServerBase):
         self.gate = _Gate()
         self.snapshotter = None  # set by the service: body(dict) -> manifest(dict)
         self.restorer = None  # set by the service: snapshot id or "none" -> manifest or None
+        # changes with every start: a client that sees it change knows updates since the last
+        # snapshot were lost with the old process (see PSClient.push)
+        self.incarnation = uuid.uuid4().hex
         self.restored: dict | None = None  # manifest of the snapshot this shard started from
 
     # -- actions ----------------------------------------------------------------------------
@@ -191,12 +198,15 @@ class ParamServer(flight.FlightServerBase):
                     self._applied.popitem(last=False)
         if not first:  # a retry: wait for the original and report its outcome
             entry.done.wait(timeout=60)
-            self.duplicates += 1
-            return {**(entry.result or {}), "duplicate": True}
+            if entry.result is None:  # the original failed, or is still held: retry later
+                raise flight.FlightUnavailableError(f"push {request_id} is not applied yet; retry")
+            with self._applied_lock:
+                self.duplicates += 1
+            return {**entry.result, "duplicate": True}
         self.gate.enter()
         try:
             applied = table.apply_gradients(ids, cols["grad"])
-            entry.result = {"applied": applied, "duplicate": False}
+            entry.result = {"applied": applied, "duplicate": False, "incarnation": self.incarnation}
         except Exception:
             with self._applied_lock:  # not applied: a retry may try again
                 self._applied.pop(request_id, None)

@@ -15,6 +15,7 @@ trainer) records which training examples the snapshot covers, for replay after a
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,20 @@ def latest(fs, root: str) -> str | None:
         return None
     ids = sorted((p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)), reverse=True)
     return next((i for i in ids if fs.exists(f"{root}/{i}/{COMPLETE}")), None)
+
+
+def latest_with_offsets(fs, root: str, topic: str) -> str | None:
+    """The newest complete snapshot whose every shard records offsets of ``topic``."""
+    if not fs.exists(root):
+        return None
+    for snapshot_id in sorted((p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)), reverse=True):
+        try:
+            manifest = json.loads(fs.cat_file(f"{root}/{snapshot_id}/{COMPLETE}"))
+        except FileNotFoundError:
+            continue
+        if all(topic in s.get("examples_offsets", {}) for s in manifest["shards"]):
+            return snapshot_id
+    return None
 
 
 def resolve(fs, root: str, which: str) -> str | None:
@@ -120,6 +135,15 @@ def snapshot_all(cfg: FlywheelConfig, examples_offsets: dict | None = None, log_
 
 
 def _log(cfg: FlywheelConfig, manifest: dict) -> None:
+    """Log a complete snapshot to MLflow; an MLflow outage is logged, not raised (the
+    snapshot itself is already safe on HDFS)."""
+    try:
+        _log_run(cfg, manifest)
+    except Exception as exc:  # noqa: BLE001
+        logging.getLogger(__name__).warning("snapshot %s not logged to MLflow: %s", manifest["snapshot_id"], exc)
+
+
+def _log_run(cfg: FlywheelConfig, manifest: dict) -> None:
     import mlflow
 
     mlflow.set_tracking_uri(cfg.mlflow_url)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -53,7 +54,7 @@ class DeltaPublisher:
         if not partitions:
             raise RuntimeError(f"deltas topic {topic!r} does not exist: run 'make up' (it creates configured topics)")
         self.partition = shard % len(partitions)
-        self._queued: list[tuple[bytes, bytes]] = []
+        self._queued: deque[tuple[bytes, bytes]] = deque()
         self._lock = threading.Lock()  # one sync at a time (timer thread or a snapshot)
         self._bootstrap = bootstrap
         self._stop = threading.Event()
@@ -79,6 +80,8 @@ class DeltaPublisher:
         every delta of this shard so far lies before it. Raises if Kafka is unreachable."""
         with self._lock:
             self._sync_locked()
+            if not self._queued:
+                self._sync_locked()  # the first call may only have drained older messages
             if self._queued:
                 raise RuntimeError(f"deltas could not be shipped: {self.status['last_error']}")
             consumer = KafkaConsumer(bootstrap_servers=self._bootstrap)
@@ -90,7 +93,9 @@ class DeltaPublisher:
 
     def _sync_locked(self) -> int:
         shipped = tombs = 0
-        for name, table in self.tables.items():
+        # While earlier messages wait (Kafka down), export nothing new: the table's dirty flags
+        # keep merging updates, so the queue does not grow with the outage.
+        for name, table in (self.tables.items() if not self._queued else ()):
             table.evict()
             delta = table.export_delta()
             key = f"{name}/{self.shard}".encode()
@@ -101,7 +106,7 @@ class DeltaPublisher:
             while self._queued:
                 key, value = self._queued[0]
                 self._producer.send(self.topic, key=key, value=value, partition=self.partition).get(timeout=30)
-                self._queued.pop(0)
+                self._queued.popleft()
             self._producer.flush()
         except Exception as exc:  # noqa: BLE001 - keep the queue, retry next interval, report it
             self.status["last_error"] = f"{type(exc).__name__}: {exc}"
@@ -141,21 +146,28 @@ class DeltaSubscriber:
         self._thread = threading.Thread(target=self._run, name=f"delta-subscriber-{shard}", daemon=True)
         status.update({"role": "subscriber", "topic": topic, "partition": self.tp.partition, "rows_applied": 0,
                        "tombstones_applied": 0, "last_applied": None, "offset": None, "lag": None,
-                       "bad_messages": 0})
+                       "bad_messages": 0, "last_error": None})
 
     def start(self) -> DeltaSubscriber:
         self._thread.start()
         return self
 
     def _run(self) -> None:
+        lag_checked = 0.0
         while not self._stop.is_set():
-            batches = self._consumer.poll(timeout_ms=200)
-            for records in batches.values():
-                for record in records:
-                    self._apply(record)
-            position = self._consumer.position(self.tp)
-            end = self._consumer.end_offsets([self.tp])[self.tp]
-            self.status.update(offset=position, lag=end - position)
+            try:
+                for records in self._consumer.poll(timeout_ms=200).values():
+                    for record in records:
+                        self._apply(record)
+                if time.monotonic() - lag_checked > 2:  # a broker round trip: not every poll
+                    position = self._consumer.position(self.tp)
+                    end = self._consumer.end_offsets([self.tp])[self.tp]
+                    self.status.update(offset=position, lag=end - position, last_error=None)
+                    lag_checked = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - a broker hiccup must not end syncing
+                self.status["last_error"] = f"{type(exc).__name__}: {exc}"
+                log.warning("delta subscriber on %s: %s; retrying in 1 s", self.tp, exc)
+                self._stop.wait(1)
 
     def _apply(self, record) -> None:
         key = (record.key or b"").decode(errors="replace")

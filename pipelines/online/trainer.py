@@ -39,8 +39,10 @@ class OnlineTrainer:
         self.cfg, self.step, self.topic, self.batch_size = cfg, step, topic, batch_size
         self.snapshot_every, self.recover_timeout_s = snapshot_every, recover_timeout_s
         self.ps = PSClient.from_config(cfg, role="training")
+        # read_committed: the joiner writes examples in Kafka transactions; aborted ones must
+        # not be trained on
         self.consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False,
-                                      value_deserializer=None)
+                                      isolation_level="read_committed")
         parts = self.consumer.partitions_for_topic(topic)
         if not parts:
             raise RuntimeError(f"examples topic {topic!r} does not exist: run 'make up'")
@@ -82,13 +84,16 @@ class OnlineTrainer:
                     raise RuntimeError(f"training PS not back after {self.recover_timeout_s:.0f}s: {exc}") from exc
                 time.sleep(0.5)
         from flywheel.hdfs import webhdfs
-        from paramserver.snapshots import latest
+        from paramserver.snapshots import latest_with_offsets
 
-        snapshot_id = latest(webhdfs(self.cfg), self.cfg.paramserver.snapshot_dir) or "none"
+        # only a snapshot that records this topic's offsets can be replayed from (one taken by
+        # the hourly DAG or the CLI without offsets would replay the topic from the start)
+        snapshot_id = latest_with_offsets(webhdfs(self.cfg), self.cfg.paramserver.snapshot_dir, self.topic) or "none"
         body = json.dumps({"snapshot_id": snapshot_id}).encode()
         manifests = [json.loads(self.ps.call_action(s, "restore", body, timeout_s=1800)) for s in range(len(stats))]
         offsets = manifests[0].get("examples_offsets", {}).get(self.topic, {}) if manifests[0] else {}
         self.seek(offsets)
+        self.ps.forget_incarnations()  # the restored shards are the ones to follow now
         self.recoveries += 1
         log.warning("rolled back to snapshot %s; replaying %s from %s", snapshot_id, self.topic, offsets or "the start")
 
