@@ -66,8 +66,12 @@ def _snapshotter(cfg: FlywheelConfig, tables: dict, shard: int, publisher: Delta
 
 def _restorer(cfg: FlywheelConfig, tables: dict, shard: int):
     def reload(snapshot_id: str) -> dict | None:
-        for table in tables.values():
-            table.clear()
+        if snapshot_id == "none":
+            for table in tables.values():
+                table.clear()
+            return None
+        # each table is loaded into a fresh native table and swapped in only when it verified,
+        # so a corrupt snapshot leaves the shard as it was (see EmbeddingTable.restore)
         return _restore(cfg, tables, shard, snapshot_id)
 
     return reload

@@ -96,7 +96,8 @@ def restore_shard(fs, root: str, snapshot_id: str, shard: int, tables: dict[str,
         raise SnapshotError(f"{folder}/manifest.json is missing: was the snapshot taken with another shard count?") from None
     for name, table in tables.items():
         if name not in manifest["rows"]:
-            continue  # a table added since: starts empty
+            table.clear()  # a table added since the snapshot: starts empty
+            continue
         with fs.open(f"{folder}/{name}.arrow", "rb") as f:
             try:
                 got = table.restore(f)
