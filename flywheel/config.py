@@ -205,6 +205,10 @@ class ParamServerConfig(_Section):
 
     _ports = field_validator("training_port", "serving_port")(_check_port)
 
+    def port(self, role: str, shard: int) -> int:
+        """Port of shard ``shard`` of the ``training`` or ``serving`` PS."""
+        return (self.training_port if role == "training" else self.serving_port) + shard
+
 
 class SparkConfig(_Section):
     master: str = "local[2]"

@@ -47,8 +47,7 @@ class PSClient:
     def from_config(cls, cfg, role: str = "training") -> PSClient:
         ps = cfg.paramserver
         host = cfg.stack.host_of(f"paramserver_{role}")
-        base = ps.training_port if role == "training" else ps.serving_port
-        return cls([f"grpc+tcp://{host}:{base + i}" for i in range(ps.shards)],
+        return cls([f"grpc+tcp://{host}:{ps.port(role, i)}" for i in range(ps.shards)],
                    {name: t.dim for name, t in ps.tables.items()}, ps.rpc_timeout_s, ps.rpc_retries)
 
     def call_action(self, shard: int, kind: str, body, timeout_s: float | None = None):

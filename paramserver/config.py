@@ -45,6 +45,7 @@ class Ftrl:
 
 
 Optimizer = Union[Sgd, Adagrad, Ftrl]
+OPTIMIZERS = {"sgd": Sgd, "adagrad": Adagrad, "ftrl": Ftrl}
 OPTIMIZER_CODES = {"sgd": 0, "adagrad": 1, "ftrl": 2}
 SLOTS = {"sgd": 0, "adagrad": 1, "ftrl": 2}
 INITIALIZER_CODES = {"zeros": 0, "uniform": 1, "normal": 2}
@@ -117,5 +118,5 @@ class TableConfig:
         data = dict(data)
         opt = dict(data.pop("optimizer"))
         kind = opt.get("kind")
-        optimizer = {"sgd": Sgd, "adagrad": Adagrad, "ftrl": Ftrl}[kind](**opt)
+        optimizer = OPTIMIZERS[kind](**opt)
         return cls(optimizer=optimizer, **data)

@@ -13,12 +13,11 @@ import threading
 from flywheel.config import FlywheelConfig
 from flywheel.hdfs import webhdfs
 from paramserver import snapshots
-from paramserver.config import Adagrad, Ftrl, Sgd, TableConfig
+from paramserver.config import OPTIMIZERS, TableConfig
 from paramserver.server import ParamServer
 from paramserver.sync import DeltaPublisher, DeltaSubscriber
 from paramserver.table import EmbeddingTable
 
-OPTIMIZERS = {"sgd": Sgd, "adagrad": Adagrad, "ftrl": Ftrl}
 log = logging.getLogger(__name__)
 
 
@@ -35,11 +34,6 @@ def build_tables(cfg: FlywheelConfig, role: str) -> dict[str, EmbeddingTable]:
             track_changes=role == "training", expected_rows=t.expected_rows // shards,
         ))
     return tables
-
-
-def port(cfg: FlywheelConfig, role: str, shard: int) -> int:
-    base = cfg.paramserver.training_port if role == "training" else cfg.paramserver.serving_port
-    return base + shard
 
 
 def _restore(cfg: FlywheelConfig, tables: dict, shard: int, which: str) -> dict | None:
@@ -93,7 +87,7 @@ def run(cfg: FlywheelConfig, role: str, shard: int, restore: str = "latest",
         raise ValueError("paramserver.tables is empty in the config: nothing to serve")
     tables = build_tables(cfg, role)
     manifest = _restore(cfg, tables, shard, restore)
-    location = f"grpc+tcp://{cfg.stack.bind}:{port(cfg, role, shard)}"
+    location = f"grpc+tcp://{cfg.stack.bind}:{ps.port(role, shard)}"
     server = ParamServer(location, tables, role, shard, ps.shards)
     server.restored = manifest
     if role == "training":
