@@ -134,15 +134,19 @@ class ParamServer(flight.FlightServerBase):
                 ("stats", "rows, bytes, rates, sync"), ("health", "same as stats")]
 
     def _snapshot(self, body) -> dict:
-        if self.role != "training" or self.snapshotter is None:
+        if self.role != "training":
             raise flight.FlightServerError("snapshots are taken on the training PS")
+        if self.snapshotter is None:
+            raise flight.FlightUnavailableError("this shard is still starting; retry")
         request = json.loads(body.to_pybytes())
         with self.gate.exclusive():  # no push or inserting pull while the shard is written
             return self.snapshotter(request)
 
     def _restore(self, body) -> dict:
-        if self.role != "training" or self.restorer is None:
+        if self.role != "training":
             raise flight.FlightServerError("restore is for the training PS (the serving PS follows deltas)")
+        if self.restorer is None:
+            raise flight.FlightUnavailableError("this shard is still starting; retry")
         request = json.loads(body.to_pybytes())
         with self.gate.exclusive():
             manifest = self.restorer(request.get("snapshot_id", "none"))

@@ -58,15 +58,26 @@ def _snapshotter(cfg: FlywheelConfig, tables: dict, shard: int, publisher: Delta
     return take
 
 
-def _restorer(cfg: FlywheelConfig, tables: dict, shard: int):
+def _restorer(cfg: FlywheelConfig, tables: dict, shard: int, publisher: DeltaPublisher):
     def reload(snapshot_id: str) -> dict | None:
         if snapshot_id == "none":
             for table in tables.values():
                 table.clear()
-            return None
-        # each table is loaded into a fresh native table and swapped in only when it verified,
-        # so a corrupt snapshot leaves the shard as it was (see EmbeddingTable.restore)
-        return _restore(cfg, tables, shard, snapshot_id)
+            manifest = None
+        else:
+            # each table is loaded into a fresh native table and swapped in only when it
+            # verified, so a corrupt snapshot leaves the shard as it was (EmbeddingTable.restore)
+            manifest = _restore(cfg, tables, shard, snapshot_id)
+        publisher.publish_reset(manifest and manifest["snapshot_id"], cfg.paramserver.snapshot_dir)
+        return manifest
+
+    return reload
+
+
+def _reloader(cfg: FlywheelConfig, tables: dict, shard: int):
+    """What a serving shard does on a training reset: load the named snapshot."""
+    def reload(snapshot_id: str, root: str) -> None:
+        snapshots.restore_shard(webhdfs(cfg), root, snapshot_id, shard, tables)
 
     return reload
 
@@ -88,17 +99,22 @@ def run(cfg: FlywheelConfig, role: str, shard: int, restore: str = "latest",
     tables = build_tables(cfg, role)
     manifest = _restore(cfg, tables, shard, restore)
     location = f"grpc+tcp://{cfg.stack.bind}:{ps.port(role, shard)}"
-    server = ParamServer(location, tables, role, shard, ps.shards)
-    server.restored = manifest
+    status: dict = {}
     if role == "training":
-        sync = DeltaPublisher(tables, shard, cfg.kafka_bootstrap, ps.deltas_topic, ps.sync_interval_s,
-                              server.sync_status).start()
-        server.snapshotter = _snapshotter(cfg, tables, shard, sync)
-        server.restorer = _restorer(cfg, tables, shard)
+        sync = DeltaPublisher(tables, shard, cfg.kafka_bootstrap, ps.deltas_topic, ps.sync_interval_s, status)
+        # serving replicas drop whatever this shard shipped after the snapshot it started from;
+        # before the Flight port opens, so no push can overtake the reset
+        sync.publish_reset(manifest and manifest["snapshot_id"], ps.snapshot_dir)
     else:
         start = manifest["delta_offset"] if manifest else None
-        sync = DeltaSubscriber(tables, shard, cfg.kafka_bootstrap, ps.deltas_topic, server.sync_status,
-                               start_offset=start).start()
+        sync = DeltaSubscriber(tables, shard, cfg.kafka_bootstrap, ps.deltas_topic, status,
+                               start_offset=start, on_reset=_reloader(cfg, tables, shard))
+    server = ParamServer(location, tables, role, shard, ps.shards)  # listens from here on
+    server.restored, server.sync_status = manifest, status
+    if role == "training":
+        server.snapshotter = _snapshotter(cfg, tables, shard, sync)
+        server.restorer = _restorer(cfg, tables, shard, sync)
+    sync.start()
     stopping = threading.Event()
 
     def stop(*_):

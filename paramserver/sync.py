@@ -6,8 +6,13 @@ the last export, and tombstones) and produces it to the deltas topic, in message
 ``shard % partitions`` so a shard's messages stay ordered. Tombstones go before upserts.
 
 Any number of serving replicas consume the topic and apply the messages of their shard; a new
-replica reads it from the beginning (or, later, from a snapshot's offset) to catch up. A
-delta that cannot be produced stays queued and is sent first at the next interval.
+replica reads it from the beginning (or from a snapshot's offset) to catch up. A delta that
+cannot be produced stays queued and is sent first at the next interval.
+
+When a training shard restores (at start, or when the trainer rolls back) it first ships a
+*reset* message (key ``*/<shard>``) naming the snapshot it now holds (or ``none``): a serving
+replica reloads that snapshot for the shard (or empties it) before applying what follows, so
+rows created after the snapshot do not outlive the rollback on serving.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -39,6 +45,13 @@ def delta_messages(table: str, shard: int, ids: np.ndarray, rows: np.ndarray, to
         out.append(encode({"table": table, "shard": shard, "kind": "upsert"},
                           id=ids[start:start + per_message], row=rows[start:start + per_message]).to_pybytes())
     return out
+
+
+def reset_message(shard: int, snapshot_id: str | None, root: str) -> tuple[bytes, bytes]:
+    """(key, value) of the message telling serving replicas that ``shard`` now holds exactly
+    ``snapshot_id`` under ``root`` (``None``: nothing)."""
+    meta = {"kind": "reset", "shard": shard, "snapshot_id": snapshot_id or "none", "root": root}
+    return f"*/{shard}".encode(), encode(meta, id=np.zeros(0, np.uint64)).to_pybytes()
 
 
 class DeltaPublisher:
@@ -91,6 +104,18 @@ class DeltaPublisher:
             finally:
                 consumer.close()
 
+    def publish_reset(self, snapshot_id: str | None, root: str) -> None:
+        """Tell serving replicas this shard was restored to ``snapshot_id`` (see the module
+        docstring). Deltas still queued describe the state before the restore: dropped. If
+        Kafka is down the reset stays queued and goes first at the next interval."""
+        with self._lock:
+            for table in self.tables.values():
+                table.export_delta()  # changes made before the restore are superseded by it
+            self._queued.clear()
+            self._queued.append(reset_message(self.shard, snapshot_id, root))
+            self._sync_locked()
+            self.status["resets_shipped"] = self.status.get("resets_shipped", 0) + 1
+
     def _sync_locked(self) -> int:
         shipped = tombs = 0
         # While earlier messages wait (Kafka down), export nothing new: the table's dirty flags
@@ -129,8 +154,10 @@ class DeltaSubscriber:
     Lookups keep running while deltas apply (the table's shared lock)."""
 
     def __init__(self, tables: dict[str, EmbeddingTable], shard: int, bootstrap: str, topic: str,
-                 status: dict, start_offset: int | None = None):
-        self.tables, self.shard, self.status = tables, shard, status
+                 status: dict, start_offset: int | None = None,
+                 on_reset: Callable[[str, str], object] | None = None):
+        """``on_reset(snapshot_id, root)`` reloads the shard from a snapshot (``none``: empty)."""
+        self.tables, self.shard, self.status, self.on_reset = tables, shard, status, on_reset
         self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                        fetch_max_bytes=16 * 1_048_576, max_partition_fetch_bytes=4 * 1_048_576)
         partitions = self._consumer.partitions_for_topic(topic)
@@ -146,7 +173,7 @@ class DeltaSubscriber:
         self._thread = threading.Thread(target=self._run, name=f"delta-subscriber-{shard}", daemon=True)
         status.update({"role": "subscriber", "topic": topic, "partition": self.tp.partition, "rows_applied": 0,
                        "tombstones_applied": 0, "last_applied": None, "offset": None, "lag": None,
-                       "bad_messages": 0, "last_error": None})
+                       "resets_applied": 0, "bad_messages": 0, "last_error": None})
 
     def start(self) -> DeltaSubscriber:
         self._thread.start()
@@ -176,6 +203,9 @@ class DeltaSubscriber:
             return  # another shard sharing this partition
         try:
             meta, cols = decode(record.value)
+            if meta.get("kind") == "reset":
+                self._reset(meta)
+                return
             table = self.tables[table_name]
             if meta.get("kind") == "delete":
                 table.remove(cols["id"])
@@ -187,6 +217,19 @@ class DeltaSubscriber:
         except Exception as exc:  # noqa: BLE001 - count and skip a bad message, never stop syncing
             self.status["bad_messages"] += 1
             log.error("skipping bad delta at %s offset %d (key %r): %s", self.tp, record.offset, key, exc)
+
+    def _reset(self, meta: dict) -> None:
+        snapshot_id = meta["snapshot_id"]
+        if snapshot_id == "none":
+            for table in self.tables.values():
+                table.clear()
+        elif self.on_reset is None:
+            raise RuntimeError(f"reset to snapshot {snapshot_id} but this subscriber cannot load snapshots")
+        else:
+            self.on_reset(snapshot_id, meta["root"])
+        self.status["resets_applied"] += 1
+        self.status["reset_to"] = snapshot_id
+        log.info("shard %d reset to snapshot %s by the training PS", self.shard, snapshot_id)
 
     def stop(self) -> None:
         self._stop.set()

@@ -170,7 +170,11 @@ def test_snapshot_restart_and_serving_bootstrap(cluster):
     snap = want.copy()
     snap[:100] -= 1  # the restarted training PS has the snapshot, not the later push
     np.testing.assert_array_equal(restarted.pull("emb", ids), snap)
-    wait_equal(serve, ids, want, timeout_s=30)  # serving: snapshot + deltas after its offset
+    restarted.push("emb", ids[-10:], -np.ones((10, 8), np.float32))  # a delta after the restart
+    snap[-10:] += 1
+    # serving: the snapshot, then the topic after its offset, where the restarted training PS
+    # reset it to the snapshot (dropping the lost push) before shipping the new delta
+    wait_equal(serve, ids, snap, timeout_s=30)
 
 
 def test_corrupt_snapshot_is_refused_with_a_clear_error(cluster):
@@ -195,3 +199,36 @@ def test_corrupt_snapshot_is_refused_with_a_clear_error(cluster):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "emb.arrow" in proc.stderr and "corrupt" in proc.stderr
+
+
+def test_training_rollback_reaches_serving(cluster):
+    """Rows the training PS created after its snapshot vanish from serving when it restarts from
+    that snapshot (kill -9, then restore latest): serving mirrors training, not its past."""
+    from paramserver.snapshots import snapshot_all
+
+    cluster.env["FLYWHEEL__PARAMSERVER__SNAPSHOT_DIR"] = f"/flywheel/it-snapshots/{uuid.uuid4().hex[:8]}"
+    cluster.env["FLYWHEEL__PARAMSERVER__SHARDS"] = "1"
+    cluster.cfg = load_config(environ=cluster.env)
+    cluster.start("training", 0)
+    cluster.start("serving", 0)
+    train, serve = cluster.client("training"), cluster.client("serving")
+    kept, lost = np.arange(1, 1001, dtype=np.uint64), np.arange(5001, 5501, dtype=np.uint64)
+    train.pull("emb", kept, insert=True)
+    train.push("emb", kept, -np.ones((len(kept), 8), np.float32))
+    snapshot_all(cluster.cfg, log_to_mlflow=False)
+    train.pull("emb", lost, insert=True)  # after the snapshot
+    train.push("emb", lost, -np.ones((len(lost), 8), np.float32))
+    train.push("emb", kept, -np.ones((len(kept), 8), np.float32))
+    both = np.concatenate([kept, lost])
+    wait_equal(serve, both, np.concatenate([2 * np.ones((len(kept), 8)), np.ones((len(lost), 8))]).astype(np.float32),
+               timeout_s=30)
+
+    cluster.procs[("training", 0)].send_signal(signal.SIGKILL)
+    cluster.procs[("training", 0)].wait(timeout=10)
+    cluster.start("training", 0)
+    cluster.client("training")
+    want = np.concatenate([np.ones((len(kept), 8)), np.zeros((len(lost), 8))]).astype(np.float32)
+    wait_equal(serve, both, want, timeout_s=30)
+    (stats,) = serve.stats()
+    assert stats["tables"]["emb"]["rows"] == len(kept)
+    assert stats["sync"]["resets_applied"] >= 1 and stats["sync"]["bad_messages"] == 0
