@@ -6,7 +6,8 @@ FLYWHEEL := .venv/ml/bin/flywheel
 PYTEST := .venv/ml/bin/python -m pytest
 UV := .venv/bootstrap/bin/uv
 
-.PHONY: help setup lock up down status logs demo smoke test test-unit test-integration clean bench
+.PHONY: help setup lock up down status logs demo smoke test test-unit test-integration clean bench \
+	joiner-start joiner-stop joiner-resume joiner-status
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +34,18 @@ logs: ## Tail every service log (make logs P=kafka for one program)
 
 smoke: ## Run the smoke job against the running stack
 	@$(FLYWHEEL) smoke
+
+joiner-start: ## Submit the streaming joiner to the running stack's Flink (config section `joiner`)
+	@$(FLYWHEEL) joiner start
+
+joiner-stop: ## Stop the joiner with a savepoint (remembered for joiner-resume)
+	@$(FLYWHEEL) joiner stop
+
+joiner-resume: ## Resume the joiner from its last savepoint (SAVEPOINT=hdfs://... for another)
+	@$(FLYWHEEL) joiner resume $(if $(SAVEPOINT),--savepoint $(SAVEPOINT))
+
+joiner-status: ## Running joiner job, last savepoint
+	@$(FLYWHEEL) joiner status
 
 demo: up ## Set up, start the stack and run the main job (for now: the smoke job across every service)
 	@$(FLYWHEEL) smoke

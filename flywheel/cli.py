@@ -192,6 +192,51 @@ def ps_stats(role: Annotated[str, typer.Option(help="training or serving")] = "t
     typer.echo(json.dumps(client.stats(), indent=2, default=str))
 
 
+joiner_app = typer.Typer(help="The streaming joiner job on Flink: start, stop with a savepoint, resume.",
+                         no_args_is_help=True)
+app.add_typer(joiner_app, name="joiner")
+
+
+@joiner_app.command("start")
+@friendly
+def joiner_start():
+    """Submit the joiner (arguments from the `joiner` config section); refused if one runs."""
+    from flywheel import joiner_job
+
+    cfg = load_config()
+    typer.echo(f"joiner running as job {joiner_job.start(cfg)}: {cfg.flink_url}")
+
+
+@joiner_app.command("stop")
+@friendly
+def joiner_stop():
+    """Stop the running joiner with a savepoint (remembered for `resume`)."""
+    from flywheel import joiner_job
+
+    typer.echo(f"joiner stopped; savepoint {joiner_job.stop(load_config())}")
+
+
+@joiner_app.command("resume")
+@friendly
+def joiner_resume(savepoint: Annotated[Optional[str], typer.Option(help="default: the last `stop`'s")] = None):
+    """Submit the joiner again from a savepoint: nothing lost, nothing duplicated."""
+    from flywheel import joiner_job
+
+    cfg = load_config()
+    typer.echo(f"joiner resumed as job {joiner_job.resume(cfg, savepoint)}: {cfg.flink_url}")
+
+
+@joiner_app.command("status")
+@friendly
+def joiner_status():
+    """Running joiner jobs, the last savepoint, the Flink UI."""
+    import json
+
+    from flywheel import joiner_job
+
+    typer.echo(json.dumps(joiner_job.status(load_config()), indent=2))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()

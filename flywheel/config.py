@@ -210,6 +210,21 @@ class ParamServerConfig(_Section):
         return (self.training_port if role == "training" else self.serving_port) + shard
 
 
+class JoinerConfig(_Section):
+    """The streaming joiner job (streaming/jobs/joiner.py): topics come from ``kafka.topics``."""
+
+    label_window_s: float = Field(1800, gt=0)  # no action this long after serving: a negative
+    retention_days: float = Field(7, gt=0)  # an action this late (event time) still joins
+    negative_rate: float = Field(0.1, gt=0, le=1)  # share of negatives kept; written on each example
+    out_of_orderness_s: float = Field(5, ge=0)
+    idle_timeout_s: float = Field(30, gt=0)
+    delivery: str = Field("exactly-once", pattern="^(exactly-once|at-least-once)$")
+    parallelism: int = Field(0, ge=0)  # 0: flink.parallelism
+    group: str = "flywheel-joiner"  # consumer group, prefix of transactional ids
+    examples_dir: str = "/flywheel/examples"  # on HDFS: hourly Parquet (empty: do not land)
+    land_lateness_s: int = Field(60, ge=0)
+
+
 class SparkConfig(_Section):
     master: str = "local[2]"
     driver_memory: str = "1g"
@@ -224,6 +239,7 @@ class FlywheelConfig(_Section):
     airflow: AirflowConfig = AirflowConfig()
     spark: SparkConfig = SparkConfig()
     paramserver: ParamServerConfig = ParamServerConfig()
+    joiner: JoinerConfig = JoinerConfig()
 
     # -- derived addresses, so no caller formats a URL by hand ------------------------------
     @property

@@ -17,15 +17,18 @@ from flywheel.stack.base import StackError
 TERMINAL = {"FINISHED", "FAILED", "CANCELED"}
 
 
-def submit(cfg: FlywheelConfig, script: Path, args: list[str], timeout_s: float = 180) -> str:
-    """Submit ``script`` detached to the cluster; return its Flink job id.
+def submit(cfg: FlywheelConfig, script: Path, args: list[str], timeout_s: float = 180,
+           savepoint: str | None = None) -> str:
+    """Submit ``script`` detached to the cluster (from ``savepoint``, if given); return its
+    Flink job id.
 
     The `flink` client compiles the Python job with the Flink environment's interpreter and
     the cluster's FLINK_CONF_DIR/FLINK_LIB_DIR (which holds the Kafka connector).
     """
     cli = flink.PYFLINK_HOME / "bin" / "flink"
     env = {**os.environ, **flink.environment(cfg)}
-    cmd = [str(cli), "run", "--detached", "--python", str(script), *args]
+    restore = ["--fromSavepoint", savepoint] if savepoint else []
+    cmd = [str(cli), "run", "--detached", *restore, "--python", str(script), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=timeout_s)
     out = proc.stdout + proc.stderr
     match = re.search(r"JobID ([0-9a-f]{32})", out)
@@ -57,6 +60,33 @@ def wait(cfg: FlywheelConfig, job_id: str, until: set[str] = TERMINAL, timeout_s
 
 def cancel(cfg: FlywheelConfig, job_id: str) -> None:
     requests.patch(f"{cfg.flink_url}/jobs/{job_id}?mode=cancel", timeout=5).raise_for_status()
+
+
+def stop_with_savepoint(cfg: FlywheelConfig, job_id: str, timeout_s: float = 300) -> str:
+    """Stop the job gracefully with a savepoint (in ``flink.savepoint_dir``; no drain, so
+    pending timers stay in state); return the savepoint's location once the job is stopped."""
+    resp = requests.post(f"{cfg.flink_url}/jobs/{job_id}/stop", json={"drain": False}, timeout=10)
+    resp.raise_for_status()
+    trigger = resp.json()["request-id"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body = requests.get(f"{cfg.flink_url}/jobs/{job_id}/savepoints/{trigger}", timeout=10).json()
+        if body.get("status", {}).get("id") == "COMPLETED":
+            operation = body.get("operation", {})
+            if "location" not in operation:
+                cause = operation.get("failure-cause", {}).get("stack-trace", str(operation))[:3000]
+                raise StackError(f"stop-with-savepoint of Flink job {job_id} failed; it keeps running:\n{cause}")
+            wait(cfg, job_id, timeout_s=max(10.0, deadline - time.monotonic()))
+            return operation["location"]
+        time.sleep(1)
+    raise StackError(f"stop-with-savepoint of Flink job {job_id} did not finish in {timeout_s:.0f}s; "
+                     f"see {cfg.flink_url}/#/job/running/{job_id}/checkpoints")
+
+
+def running(cfg: FlywheelConfig, name_prefix: str) -> list[str]:
+    """Ids of the cluster's jobs that are not terminal and whose name starts with ``name_prefix``."""
+    jobs = requests.get(f"{cfg.flink_url}/jobs/overview", timeout=5).json()["jobs"]
+    return [j["jid"] for j in jobs if j["state"] not in TERMINAL and j["name"].startswith(name_prefix)]
 
 
 def exceptions(cfg: FlywheelConfig, job_id: str) -> str:

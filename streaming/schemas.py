@@ -17,7 +17,7 @@ action         str      A     impression, click, like, finish, share or skip    
 watch_time_ms  int|null A     how long the item was watched, >= 0 (default null)           ms
 position       int      F E   rank of the item in the served list, 0 = top                 -
 model_version  str      F E   the model that ranked the list                               -
-sparse         dict     F E   slot name -> feature IDs, uint64 (default empty)             -
+sparse         dict     F E   slot name -> feature IDs, 0..2^63-1 (default empty)          -
 dense          dict     F E   name -> finite float (default empty)                         -
 labels         dict     E     task -> 0/1, exactly the tasks in ``TASKS``                  -
 sample_rate    float    E     probability this example was kept, 0 < r <= 1                -
@@ -63,7 +63,6 @@ MAX_DEAD_LETTER_PAYLOAD = 256 * 1024  # bytes of a reject kept whole (base64: 34
 EVENT_TIME_MIN_MS = 946_684_800_000  # 2000-01-01T00:00Z: a seconds value fails loudly
 EVENT_TIME_MAX_MS = 4_102_444_800_000  # 2100-01-01T00:00Z: a microseconds value fails loudly
 INT63_MAX = 2**63 - 1  # ids stay exact in Java long, Parquet INT64 and most JSON readers
-UINT64_MAX = 2**64 - 1
 
 ActionType = Literal["impression", "click", "like", "finish", "share", "skip"]
 ACTION_TYPES: tuple[str, ...] = get_args(ActionType)
@@ -72,7 +71,7 @@ TASK_OF_ACTION = {"click": "click", "like": "like", "finish": "finish", "share":
 TASKS: tuple[str, ...] = tuple(dict.fromkeys(TASK_OF_ACTION.values()))
 
 Id63 = Annotated[int, Field(ge=0, le=INT63_MAX)]
-FeatureId = Annotated[int, Field(ge=0, le=UINT64_MAX)]
+FeatureId = Id63  # signed-64-bit safe: Parquet INT64 / Flink BIGINT on HDFS, and the PS keys
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@/+-]{1,128}$")]
 EventTime = Annotated[int, Field(ge=EVENT_TIME_MIN_MS, lt=EVENT_TIME_MAX_MS)]

@@ -37,6 +37,7 @@ from pyflink.datastream.functions import KeyedProcessFunction, ProcessFunction, 
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
+from streaming.jobs.landing import land_examples, sql_options
 from streaming.schemas import (
     TASKS,
     Example,
@@ -204,8 +205,7 @@ def keyed_kafka_sink(t_env: StreamTableEnvironment, statements, records, name: s
             # the broker refuses transactions longer than its transaction.max.timeout.ms (15 min)
             "properties.transaction.timeout.ms": "900000"} if exactly_once else {}),
     }
-    with_ = ", ".join(f"'{k}' = '{v}'" for k, v in options.items())
-    t_env.execute_sql(f"CREATE TEMPORARY TABLE {name}_sink (k BYTES, v BYTES) WITH ({with_})")
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE {name}_sink (k BYTES, v BYTES) WITH ({sql_options(options)})")
     statements.add_insert_sql(f"INSERT INTO {name}_sink SELECT k, v FROM {name}_rows")
 
 
@@ -224,6 +224,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parallelism", type=int, default=0, help="0 = the cluster default")
     parser.add_argument("--group", default="flywheel-joiner", help="consumer group; prefix of transactional ids")
     parser.add_argument("--delivery", choices=["exactly-once", "at-least-once"], default="exactly-once")
+    parser.add_argument("--land-path", default="", help="land committed examples here as hourly Parquet "
+                        "(e.g. hdfs://127.0.0.1:8020/flywheel/examples); empty: do not land")
+    parser.add_argument("--land-lateness-s", type=int, default=60,
+                        help="an hour is complete this long (in example time) after it ends, s; >= the out-of-orderness")
     args = parser.parse_args(argv)
     if not 0 < args.negative_rate <= 1:
         parser.error(f"--negative-rate {args.negative_rate}: expected 0 < r <= 1")
@@ -256,6 +260,10 @@ def main(argv: list[str] | None = None) -> None:
     statements = t_env.create_statement_set()
     keyed_kafka_sink(t_env, statements, examples, "examples", args.examples_topic, args)
     keyed_kafka_sink(t_env, statements, dead[0].union(dead[1]), "dead_letters", args.dead_letter_topic, args)
+    if args.land_path:
+        land_examples(t_env, statements, bootstrap=args.bootstrap, topic=args.examples_topic,
+                      group=f"{args.group}-landing", path=args.land_path, lateness_s=args.land_lateness_s,
+                      idle_timeout_s=args.idle_timeout_s)
     statements.attach_as_datastream()
     env.execute(f"joiner {args.features_topic} + {args.actions_topic} -> {args.examples_topic}")
 

@@ -16,6 +16,8 @@ from kafka.admin import NewTopic
 
 from flywheel import flinkjobs
 from flywheel.config import REPO_ROOT
+from flywheel.hdfs import webhdfs
+from flywheel.spark import spark_session
 from streaming.schemas import Action, Features, encode, key_of
 
 pytestmark = pytest.mark.integration
@@ -176,3 +178,42 @@ def test_malformed_message_goes_to_dead_letters_and_joining_continues(joiner):
     j.send(action("r4", "click", T0 + 1_000))
     [ex] = j.read("examples", 1, of("r4"))
     assert ex["labels"]["click"] == 1
+
+
+def wait_for_file(fs, path: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not fs.exists(path):
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout_s:.0f}s"
+        time.sleep(1)
+
+
+def test_examples_land_on_hdfs_in_hourly_parquet_partitions(joiner, stack):
+    folder = f"{stack.hdfs.root}/it/landing-{uuid.uuid4().hex[:8]}"
+    j = joiner(**{"land-path": f"{stack.hdfs_uri}{folder}", "land-lateness-s": 10})
+    # T0 is 2025-06-15 15:06:40 UTC: a positive and a negative in hour 15
+    j.send(features("p1", user_id=5, item_id=11))
+    j.send(action("p1", "click", T0 + 1_000, user_id=5, item_id=11))
+    j.send(features("p2", user_id=6, item_id=12))
+    first_filler = T0 + (WINDOW_S + 10) * 1000
+    j.send(features("filler", item_id=1, event_time=first_filler))
+    j.send(action("filler", "impression", first_filler, item_id=1))
+    j.read("examples", 2, lambda r: r["request_id"] in ("p1", "p2"))
+    two_hours_on = T0 + 2 * 3_600_000  # completes hour 15 (and 16)
+    j.send(features("filler2", item_id=2, event_time=two_hours_on))
+    j.send(action("filler2", "click", two_hours_on, item_id=2))
+
+    fs = webhdfs(stack)
+    hour = f"{folder}/dt=2025-06-15/hour=15"
+    wait_for_file(fs, f"{hour}/_SUCCESS")
+    assert any(p.endswith(".parquet") or "part-" in p for p in fs.ls(hour, detail=False))
+    spark = spark_session(stack, "it-landing")
+    try:
+        df = spark.read.parquet(f"{stack.hdfs_uri}{folder}")
+        rows = {r["request_id"]: r for r in df.where("dt = '2025-06-15' AND hour = 15").collect()}
+    finally:
+        spark.stop()
+    assert set(rows) == {"p1", "p2", "filler"}, sorted(rows)  # filler's negative lands at 15:08:50
+    p1, p2 = rows["p1"], rows["p2"]
+    assert p1["labels"]["click"] == 1 and p1["user_id"] == 5 and p1["sparse"] == {"item": [11]}
+    assert p1["join_delay_ms"] == 1_000 and p1["sample_rate"] == 1.0 and p1["dense"] == {"age": 0.5}
+    assert not any(p2["labels"].asDict().values()) and p2["join_delay_ms"] == WINDOW_S * 1000

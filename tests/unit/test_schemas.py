@@ -28,7 +28,7 @@ def make_action(**over) -> Action:
 
 def make_features(**over) -> Features:
     return Features(**{"request_id": "req-1", "user_id": 7, "item_id": 42, "event_time": T0 - 900, "position": 3,
-                       "model_version": "mmoe@champion/17", "sparse": {"user_id": [7], "item_id": [2**64 - 1, 0]},
+                       "model_version": "mmoe@champion/17", "sparse": {"user_id": [7], "item_id": [2**63 - 1, 0]},
                        "dense": {"item_ctr": 0.125, "age_days": 3.0}, **over})
 
 
@@ -119,7 +119,7 @@ REJECTS = [
     (parse_example, wire(E, is_correction=1), "bad_type", "is_correction", ["1", "boolean"]),
     (parse_action, wire(A, user_id=-1), "out_of_range", "user_id", ["-1", "greater than or equal to 0"]),
     (parse_action, wire(A, item_id=2**63), "out_of_range", "item_id", [str(2**63)]),
-    (parse_features, wire(F, sparse={"s": [2**64]}), "out_of_range", "sparse.s.0", [str(2**64)]),
+    (parse_features, wire(F, sparse={"s": [2**63]}), "out_of_range", "sparse.s.0", [str(2**63)]),
     (parse_action, wire(A, event_time=T0 // 1000), "out_of_range", "event_time", ["seconds or microseconds"]),
     (parse_action, wire(A, event_time=T0 * 1000), "out_of_range", "event_time", ["epoch milliseconds"]),
     (parse_action, wire(A, action="purchase"), "out_of_range", "action", ["'purchase'", "'impression'"]),
@@ -169,7 +169,7 @@ def test_huge_payload_is_refused_before_json_parsing(monkeypatch):
 
 
 def test_largest_legal_values_are_accepted():
-    f = make_features(user_id=2**63 - 1, item_id=0, sparse={"s": [0, 2**64 - 1] * (MAX_FEATURES_PER_SLOT // 2)})
+    f = make_features(user_id=2**63 - 1, item_id=0, sparse={"s": [0, 2**63 - 1] * (MAX_FEATURES_PER_SLOT // 2)})
     assert parse_features(encode(f)) == f
 
 
@@ -210,7 +210,7 @@ actions = st.builds(Action, request_id=tokens, user_id=ids63, item_id=ids63, eve
 features = st.builds(
     Features, request_id=tokens, user_id=ids63, item_id=ids63, event_time=event_times,
     position=st.integers(0, 2**31 - 1), model_version=tokens,
-    sparse=st.dictionaries(names, st.lists(st.integers(0, 2**64 - 1), max_size=20), max_size=8),
+    sparse=st.dictionaries(names, st.lists(st.integers(0, 2**63 - 1), max_size=20), max_size=8),
     dense=st.dictionaries(names, finite, max_size=8),
 )
 

@@ -1,0 +1,93 @@
+"""Run the stack's joiner job: start it, stop it with a savepoint, resume it from one.
+
+    flywheel joiner start      # submit (refused if one runs); arguments from the `joiner` config
+    flywheel joiner stop       # stop with a savepoint; its location is remembered
+    flywheel joiner resume     # submit again from the remembered savepoint (or --savepoint)
+    flywheel joiner status
+
+The remembered job id and savepoint live in ``<state_dir>/joiner.json``. A savepoint holds the
+Kafka offsets, the pending features and actions and the open Parquet files, so stop + resume
+neither loses nor duplicates an example (the Kafka sinks are transactional).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from flywheel import flinkjobs
+from flywheel.config import REPO_ROOT, FlywheelConfig
+from flywheel.stack.base import StackError
+
+SCRIPT = REPO_ROOT / "streaming" / "jobs" / "joiner.py"
+JOB_NAME_PREFIX = "joiner "
+TOPICS = {"features-topic": "features", "actions-topic": "actions", "examples-topic": "examples",
+          "dead-letter-topic": "dead-letter"}
+
+
+def _record_path(cfg: FlywheelConfig) -> Path:
+    return cfg.stack.root / "joiner.json"
+
+
+def record(cfg: FlywheelConfig) -> dict:
+    """What was last remembered: ``job_id``, ``savepoint`` (either may be None)."""
+    path = _record_path(cfg)
+    return json.loads(path.read_text()) if path.exists() else {"job_id": None, "savepoint": None}
+
+
+def _remember(cfg: FlywheelConfig, **fields) -> None:
+    path = _record_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**record(cfg), **fields, "updated": time.time()}, indent=2))
+
+
+def arguments(cfg: FlywheelConfig) -> list[str]:
+    """The joiner's command line, from the config."""
+    j = cfg.joiner
+    missing = [t for t in TOPICS.values() if t not in cfg.kafka.topics]
+    if missing:
+        raise StackError(f"kafka.topics lacks {missing}: the joiner reads and writes them; add them to the config")
+    args = {
+        "bootstrap": cfg.kafka_bootstrap, **TOPICS,
+        "label-window-s": j.label_window_s, "retention-s": j.retention_days * 86_400,
+        "negative-rate": j.negative_rate, "out-of-orderness-s": j.out_of_orderness_s,
+        "idle-timeout-s": j.idle_timeout_s, "parallelism": j.parallelism or cfg.flink.parallelism,
+        "group": j.group, "delivery": j.delivery, "land-lateness-s": j.land_lateness_s,
+        "land-path": f"{cfg.hdfs_uri}{j.examples_dir}" if j.examples_dir else "",
+    }
+    return [part for name, value in args.items() for part in (f"--{name}", str(value))]
+
+
+def start(cfg: FlywheelConfig, savepoint: str | None = None) -> str:
+    """Submit the joiner (from ``savepoint``, if given) and wait until it runs; its job id."""
+    if running := flinkjobs.running(cfg, JOB_NAME_PREFIX):
+        raise StackError(f"a joiner already runs (job {running[0]}); 'flywheel joiner stop' first")
+    job_id = flinkjobs.submit(cfg, SCRIPT, arguments(cfg), savepoint=savepoint)
+    _remember(cfg, job_id=job_id, resumed_from=savepoint)
+    flinkjobs.wait(cfg, job_id, until={"RUNNING"}, timeout_s=120)
+    return job_id
+
+
+def stop(cfg: FlywheelConfig) -> str:
+    """Stop the running joiner with a savepoint; its location (also remembered for resume)."""
+    running = flinkjobs.running(cfg, JOB_NAME_PREFIX)
+    if not running:
+        raise StackError("no joiner is running; 'flywheel joiner status' shows the last savepoint")
+    location = flinkjobs.stop_with_savepoint(cfg, running[0])
+    _remember(cfg, job_id=None, savepoint=location)
+    return location
+
+
+def resume(cfg: FlywheelConfig, savepoint: str | None = None) -> str:
+    """Start from ``savepoint`` or the one the last ``stop`` remembered; the new job id."""
+    savepoint = savepoint or record(cfg)["savepoint"]
+    if not savepoint:
+        raise StackError("no savepoint to resume from: 'flywheel joiner stop' makes one "
+                         "(or pass --savepoint hdfs://...)")
+    return start(cfg, savepoint=savepoint)
+
+
+def status(cfg: FlywheelConfig) -> dict:
+    """Running joiner job ids, the remembered savepoint, and the Flink UI link."""
+    return {"running": flinkjobs.running(cfg, JOB_NAME_PREFIX), **record(cfg), "ui": cfg.flink_url}

@@ -1,0 +1,115 @@
+"""Stop the joiner with a savepoint and resume it (``flywheel joiner stop/resume``, as
+``make joiner-stop/joiner-resume`` run them): nothing lost, nothing duplicated, on Kafka and
+in the Parquet landed on HDFS."""
+
+import json
+import os
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from flywheel import flinkjobs, joiner_job
+from flywheel.config import load_config
+from flywheel.hdfs import webhdfs
+from flywheel.spark import spark_session
+from streaming.schemas import Action, Features, encode, key_of
+
+pytestmark = pytest.mark.integration
+T0 = 1_750_000_000_000  # 2025-06-15 15:06:40 UTC
+WINDOW_S = 60
+USERS = range(1, 9)  # over both partitions of the stack's topics
+
+
+@pytest.fixture
+def cfg(stack):
+    tag = uuid.uuid4().hex[:6]
+    env = {**os.environ, "FLYWHEEL__JOINER__LABEL_WINDOW_S": str(WINDOW_S), "FLYWHEEL__JOINER__NEGATIVE_RATE": "1.0",
+           "FLYWHEEL__JOINER__OUT_OF_ORDERNESS_S": "1", "FLYWHEEL__JOINER__PARALLELISM": "1",
+           "FLYWHEEL__JOINER__GROUP": f"it-sp-{tag}", "FLYWHEEL__JOINER__LAND_LATENESS_S": "10",
+           "FLYWHEEL__JOINER__EXAMPLES_DIR": f"{stack.hdfs.root}/it/sp-examples-{tag}"}
+    cfg = load_config(environ=env)
+    yield cfg
+    for job in flinkjobs.running(cfg, joiner_job.JOB_NAME_PREFIX):
+        flinkjobs.cancel(cfg, job)
+
+
+def test_stop_with_savepoint_and_resume_loses_and_duplicates_nothing(cfg):
+    run = uuid.uuid4().hex[:6]
+    producer = KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap)
+
+    def send(event):
+        producer.send("features" if isinstance(event, Features) else "actions", key=key_of(event), value=encode(event))
+
+    def served(name: str, user: int, at: int = T0) -> Features:
+        return Features(request_id=f"{run}-{name}", user_id=user, item_id=user * 10, event_time=at, position=0,
+                        model_version="m1", sparse={"item": [user * 10]})
+
+    def click(name: str, user: int, at: int) -> Action:
+        return Action(request_id=f"{run}-{name}", user_id=user, item_id=user * 10, event_time=at, action="click")
+
+    joiner_job.start(cfg)
+    for u in USERS:  # before the stop: "a" joins at once; "b" waits for its click; "c" will be a negative
+        send(served("a", u)), send(click("a", u, T0 + 1_000))
+        send(served("b", u)), send(served("c", u))
+    producer.flush()
+    got = read_examples(cfg, run, want=len(USERS))
+    assert Counter(e["request_id"] for e in got) == {f"{run}-a": len(USERS)}
+
+    savepoint = joiner_job.stop(cfg)
+    assert savepoint.startswith("hdfs://") and joiner_job.record(cfg)["savepoint"] == savepoint
+    for u in USERS:  # while stopped: the clicks for "b" (whose features are in the savepoint), and "d"
+        send(click("b", u, T0 + 5_000))
+        send(served("d", u, T0 + 6_000)), send(click("d", u, T0 + 7_000))
+    producer.flush()
+    joiner_job.resume(cfg)
+    for u in USERS:  # event time moves on: "c" becomes a negative
+        send(served("late", u, T0 + (WINDOW_S + 10) * 1000))
+    producer.flush()
+    read_examples(cfg, run, want=4 * len(USERS))
+    for u in USERS:  # then "late" becomes a negative, and examples two hours on complete hour 15
+        send(served("later", u, T0 + 2 * 3_600_000)), send(click("later", u, T0 + 2 * 3_600_000 + 1))
+    producer.flush()
+    got = read_examples(cfg, run, want=6 * len(USERS))
+
+    counts = Counter((e["request_id"].split("-")[1], e["user_id"], e["labels"]["click"]) for e in got)
+    assert set(counts.values()) == {1}, f"duplicates: {[k for k, n in counts.items() if n > 1]}"
+    assert Counter(k[0] for k in counts) == {n: len(USERS) for n in ("a", "b", "c", "d", "late", "later")}
+    assert all(click == (name in ("a", "b", "d", "later")) for name, _, click in counts)
+
+    fs = webhdfs(cfg)
+    hour = f"{cfg.joiner.examples_dir}/dt=2025-06-15/hour=15"
+    deadline = time.monotonic() + 120
+    while not fs.exists(f"{hour}/_SUCCESS"):
+        assert time.monotonic() < deadline, f"{hour}/_SUCCESS did not appear"
+        time.sleep(1)
+    spark = spark_session(cfg, "it-savepoint")
+    try:
+        landed = spark.read.parquet(f"{cfg.hdfs_uri}{cfg.joiner.examples_dir}").where(
+            f"request_id LIKE '{run}-%' AND dt = '2025-06-15' AND hour = 15")
+        landed = Counter((r["request_id"].split("-")[1], r["user_id"], r["labels"]["click"]) for r in landed.collect())
+    finally:
+        spark.stop()
+    counts = Counter({k: n for k, n in counts.items() if k[0] != "later"})  # hour 17, still open
+    assert landed == counts, f"HDFS differs from Kafka: {landed - counts} extra, {counts - landed} missing"
+
+
+def read_examples(cfg, run: str, want: int, timeout_s: float = 120) -> list[dict]:
+    """Every committed example of this run on the examples topic (from the start), once ``want``
+    are there (plus 3 s for any extra)."""
+    consumer = KafkaConsumer("examples", bootstrap_servers=cfg.kafka_bootstrap, auto_offset_reset="earliest",
+                             isolation_level="read_committed", consumer_timeout_ms=1000)
+    found, deadline, settle = [], time.monotonic() + timeout_s, None
+    try:
+        while time.monotonic() < deadline and (settle is None or time.monotonic() < settle):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                found += [e for m in batch if (e := json.loads(m.value))["request_id"].startswith(f"{run}-")]
+            if settle is None and len(found) >= want:
+                settle = time.monotonic() + 3
+    finally:
+        consumer.close()
+    seen = Counter(e["request_id"] for e in found)
+    assert len(found) >= want, f"{len(found)}/{want} examples after {timeout_s:.0f}s: {dict(seen)}"
+    return found
