@@ -89,6 +89,24 @@ def running(cfg: FlywheelConfig, name_prefix: str) -> list[str]:
     return [j["jid"] for j in jobs if j["state"] not in TERMINAL and j["name"].startswith(name_prefix)]
 
 
+def metrics(cfg: FlywheelConfig, job_id: str, contains: str) -> dict[str, float]:
+    """The job's operator metrics whose name contains ``contains``, summed over subtasks:
+    ``{name without the subtask prefix: value}`` (e.g. ``parse_features.flywheel.accepted``)."""
+    base = f"{cfg.flink_url}/jobs/{job_id}"
+    totals: dict[str, float] = {}
+    for vertex in requests.get(base, timeout=5).json()["vertices"]:
+        url = f"{base}/vertices/{vertex['id']}/metrics"
+        names = [m["id"] for m in requests.get(url, timeout=5).json() if contains in m["id"]]
+        if names:
+            got = requests.get(url, params={"get": ",".join(names)}, timeout=5).json()
+            if isinstance(got, dict):  # {"errors": [...]}
+                raise StackError(f"Flink refused metrics {names} of job {job_id}: {got}")
+            for m in got:
+                name = m["id"].split(".", 1)[1]  # drop the subtask index
+                totals[name] = totals.get(name, 0.0) + float(m["value"])
+    return totals
+
+
 def exceptions(cfg: FlywheelConfig, job_id: str) -> str:
     """The root exception Flink recorded for a job, for error messages."""
     body = requests.get(f"{cfg.flink_url}/jobs/{job_id}/exceptions", timeout=5).json()

@@ -81,6 +81,10 @@ Labels = TypedDict("Labels", {task: Label for task in TASKS})  # type: ignore[mi
 Labels.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[attr-defined]
 
 
+REJECT_REASONS = ("too_large", "bad_json", "unknown_field", "missing_field", "bad_type", "out_of_range",
+                  "bad_version", "inconsistent")
+
+
 class SchemaError(ValueError):
     """A message broke its schema.
 

@@ -39,6 +39,7 @@ from pyflink.table import StreamTableEnvironment
 
 from streaming.jobs.landing import land_examples, sql_options
 from streaming.schemas import (
+    REJECT_REASONS,
     TASKS,
     Example,
     SchemaError,
@@ -63,7 +64,10 @@ NO_LABELS = {task: 0 for task in TASKS}
 
 class Parse(ProcessFunction):
     """Raw Kafka value -> tagged record ``(kind, join key, event_time ms, payload)``; rejects
-    go to the ``DEAD_LETTERS`` side output. The payload is the raw features bytes, or the action type."""
+    go to the ``DEAD_LETTERS`` side output. The payload is the raw features bytes, or the action type.
+
+    Metrics (Flink UI / REST, on the ``parse <topic>`` operator): ``flywheel.accepted`` and
+    ``flywheel.dead_letters.<reason>`` for each :data:`~streaming.schemas.REJECT_REASONS`."""
 
     def __init__(self, topic: str, kind: str):
         self.topic, self.kind = topic, kind
@@ -71,6 +75,10 @@ class Parse(ProcessFunction):
     def open(self, runtime_context: RuntimeContext):
         # made here, not pickled: a used type info holds Java objects
         self.dead = OutputTag(DEAD_LETTERS, keyed_bytes())
+        group = runtime_context.get_metrics_group().add_group("flywheel")
+        self.accepted = group.counter("accepted")
+        rejected = group.add_group("dead_letters")
+        self.rejected = {reason: rejected.counter(reason) for reason in REJECT_REASONS}
 
     def process_element(self, raw, ctx):
         try:
@@ -81,8 +89,10 @@ class Parse(ProcessFunction):
                 event = parse_action(raw)
                 payload = event.action
         except SchemaError as err:
+            self.rejected[err.reason].inc()
             yield self.dead, Row(self.topic.encode("utf-8"), dead_letter(raw, self.topic, err))
             return
+        self.accepted.inc()
         yield self.kind, f"{event.request_id}|{event.item_id}", event.event_time, payload
 
 

@@ -174,6 +174,13 @@ def test_malformed_message_goes_to_dead_letters_and_joining_continues(joiner):
     assert by_topic[j.topics["actions"]]["reason"] == "missing_field"
     assert by_topic[j.topics["features"]]["preview"] == '{"not": "json'
     assert by_topic[j.topics["features"]]["_key"] == j.topics["features"].encode()
+    counted, deadline = {}, time.monotonic() + 60  # the REST metric fetcher refreshes every ~10 s
+    while time.monotonic() < deadline:
+        counted = {k.rsplit(".", 1)[-1]: v for k, v in flinkjobs.metrics(j.stack, j.job, ".flywheel.dead_letters.").items() if v}
+        if len(counted) == 2:
+            break
+        time.sleep(2)
+    assert counted == {"bad_json": 1, "missing_field": 1}
     j.send(features("r4"))
     j.send(action("r4", "click", T0 + 1_000))
     [ex] = j.read("examples", 1, of("r4"))
