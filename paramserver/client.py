@@ -1,8 +1,9 @@
 """Client of the parameter servers, for trainers (training PS) and model servers (serving PS).
 
 ``pull``/``push`` split a batch by shard and call every shard in parallel, each with a
-timeout and retries on transient errors; a push carries one request id per shard, reused on
-retry, so the PS applies it at most once.
+timeout and retries on transient errors; a push, and a pull with ``insert``, carry one request
+id per shard, reused on retry, so the PS applies the push, or counts the pulled IDs toward
+admission, at most once.
 
 Example::
 
@@ -66,12 +67,17 @@ class PSClient:
         return self.dims[table]
 
     def pull(self, table: str, ids, insert: bool = False) -> np.ndarray:
-        """Rows of ``ids`` [n, dim] float32; zeros for IDs without a row."""
+        """Rows of ``ids`` [n, dim] float32; zeros for IDs without a row. With ``insert``
+        (trainers) the PS counts the IDs toward admission once, however often a shard's call
+        is retried."""
         ids, dim = as_ids(ids), self._dim(table)
         out = np.empty((len(ids), dim), dtype=np.float32)
         parts = [(s, p) for s, p in enumerate(split(ids, self.shards)) if len(p)]
         meta = {"table": table, "insert": "1" if insert else "0"}
-        futures = [(p, self._pool.submit(self.call_action, s, "pull", encode(meta, id=ids[p]))) for s, p in parts]
+        request = uuid.uuid4().hex  # one per shard, reused by that shard's retries
+        futures = [(p, self._pool.submit(self.call_action, s, "pull",
+                                         encode({**meta, "request_id": f"{request}/{s}"}, id=ids[p])))
+                   for s, p in parts]
         for p, fut in futures:
             out[p] = decode(fut.result())[1]["row"]
         return out

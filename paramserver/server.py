@@ -3,7 +3,8 @@
 Roles:
   * ``training``: trainers ``pull`` (with ``insert`` for admission) and ``push`` gradients
     (the optimizer runs here); a push carries a request id and is applied at most once, even
-    when the client retries after a timeout.
+    when the client retries after a timeout; an inserting pull carries one too and counts its
+    IDs toward admission at most once (a retry only reads).
   * ``serving``: model servers ``pull`` (read only); rows arrive from the deltas topic.
 
 Actions (``FlightClient.do_action``): ``pull``, ``push``, ``stats``, ``health``. Bodies and
@@ -26,11 +27,12 @@ from paramserver.sharding import shard_of
 from paramserver.table import EmbeddingTable
 from paramserver.wire import decode, encode
 
-DEDUP_WINDOW = 100_000  # push request ids remembered (at most once within this many pushes)
+DEDUP_WINDOW = 100_000  # request ids of pushes and inserting pulls remembered (at most once within this many)
 
 
 class _Applied:
-    """One push request: done once applied; its retries wait for it and share its result."""
+    """One push or inserting pull: done once applied; its retries wait for it and share its
+    result (None while not applied, or if it failed)."""
 
     def __init__(self) -> None:
         self.done = threading.Event()
@@ -174,16 +176,44 @@ class ParamServer(flight.FlightServerBase):
         table, ids = self._table(meta), cols["id"]
         self._check_shard(ids)
         insert = self.role == "training" and meta.get("insert") == "1"
-        if insert:
-            self.gate.enter()
-            try:
-                rows = table.lookup(ids, insert=True)
-            finally:
-                self.gate.leave()
-        else:
-            rows = table.lookup(ids)
+        rows = self._lookup_inserting(table, ids, meta.get("request_id", "")) if insert else table.lookup(ids)
         self.pulls.add(len(ids))
         return encode({}, row=rows)
+
+    def _lookup_inserting(self, table: EmbeddingTable, ids: np.ndarray, request_id: str) -> np.ndarray:
+        """A training pull: counts ``ids`` toward admission once per request id. A retry (same
+        id) waits for the first attempt, then only reads: the rows that attempt admitted, no
+        second count. Without a request id (older clients) every call counts."""
+        key = f"pull:{request_id}"
+        entry, first = self._claim(key) if request_id else (_Applied(), True)
+        if not first:
+            entry.done.wait(timeout=60)
+            if entry.result is None:  # the first attempt failed, or is still held: retry later
+                raise flight.FlightUnavailableError(f"inserting pull {request_id} is not done yet; retry")
+            return table.lookup(ids)
+        self.gate.enter()
+        try:
+            rows = table.lookup(ids, insert=True)
+            entry.result = {"ids": len(ids)}
+        except Exception:
+            with self._applied_lock:  # not counted: a retry may count
+                self._applied.pop(key, None)
+            raise
+        finally:
+            self.gate.leave()
+            entry.done.set()
+        return rows
+
+    def _claim(self, key: str) -> tuple[_Applied, bool]:
+        """The dedup-window entry of ``key``, and whether this call created it (a first attempt)."""
+        with self._applied_lock:
+            entry = self._applied.get(key)
+            if entry is not None:
+                return entry, False
+            entry = self._applied[key] = _Applied()
+            while len(self._applied) > DEDUP_WINDOW:
+                self._applied.popitem(last=False)
+            return entry, True
 
     def _push(self, body) -> dict:
         if self.role != "training":
@@ -193,13 +223,7 @@ class ParamServer(flight.FlightServerBase):
         self._check_shard(ids)
         if not request_id:
             raise flight.FlightServerError("push without request_id: retries could apply it twice")
-        with self._applied_lock:
-            entry = self._applied.get(request_id)
-            first = entry is None
-            if first:
-                entry = self._applied[request_id] = _Applied()
-                while len(self._applied) > DEDUP_WINDOW:
-                    self._applied.popitem(last=False)
+        entry, first = self._claim(request_id)
         if not first:  # a retry: wait for the original and report its outcome
             entry.done.wait(timeout=60)
             if entry.result is None:  # the original failed, or is still held: retry later

@@ -160,15 +160,16 @@ class EmbeddingTable:
         return self._native.stats()
 
     def snapshot(self, dest: str | Path | BinaryIO) -> int:
-        """Write every row to ``dest`` (path or binary stream); returns rows written.
-        Format: see :mod:`paramserver.snapshot`."""
+        """Write every row and the admission counts to ``dest`` (path or binary stream);
+        returns rows written. Format: see :mod:`paramserver.snapshot`."""
         from paramserver.snapshot import write_snapshot
 
         return write_snapshot(self, dest)
 
     def restore(self, src: str | Path | BinaryIO) -> int:
-        """Replace the table's rows with a snapshot's; a corrupt, truncated or incompatible
-        snapshot raises :class:`~paramserver.snapshot.SnapshotError` and changes nothing."""
+        """Replace the table's rows and admission counts with a snapshot's; a corrupt,
+        truncated or incompatible snapshot raises :class:`~paramserver.snapshot.SnapshotError`
+        and changes nothing. Counts from a sketch of another size are dropped with a warning."""
         from paramserver.snapshot import read_snapshot
 
         fresh = _cuckoo.Table(_native_options(self.config))

@@ -4,11 +4,13 @@
 // cells, which never undercounts, so an ID seen N times is always admitted and an ID seen
 // fewer times is admitted only on collisions (the false-admission rate, measured by the
 // benchmark). Memory is fixed: width * depth * 4 bytes, whatever the number of IDs.
+// Snapshots carry the counters (save/load), so a restored table admits as the original would.
 #pragma once
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "hashing.hpp"
 
@@ -16,6 +18,10 @@ namespace flywheel {
 
 class CountMinSketch {
  public:
+  // How IDs map to cells (mix64, then cell_index below). Saved counters mean something only
+  // to a sketch of the same layout, width and depth: bump this whenever either mapping changes.
+  static constexpr uint32_t kLayout = 1;
+
   CountMinSketch(uint32_t width, uint32_t depth)
       : width_(std::max<uint32_t>(width, 1)), depth_(std::max<uint32_t>(depth, 1)),
         cells_(new std::atomic<uint32_t>[size_t(width_) * depth_]) {
@@ -48,10 +54,26 @@ class CountMinSketch {
   }
 
   void clear() {
-    for (size_t i = 0; i < size_t(width_) * depth_; ++i) cells_[i].store(0, std::memory_order_relaxed);
+    for (size_t i = 0; i < cells(); ++i) cells_[i].store(0, std::memory_order_relaxed);
   }
 
-  size_t bytes() const { return size_t(width_) * depth_ * sizeof(uint32_t); }
+  // Every counter, row-major (depth rows of width). Relaxed reads: an add racing the copy may
+  // or may not be in it.
+  std::vector<uint32_t> save() const {
+    std::vector<uint32_t> out(cells());
+    for (size_t i = 0; i < out.size(); ++i) out[i] = cells_[i].load(std::memory_order_relaxed);
+    return out;
+  }
+
+  // Overwrite every counter with cells() values saved by a sketch of this layout and size.
+  void load(const uint32_t *saved) {
+    for (size_t i = 0; i < cells(); ++i) cells_[i].store(saved[i], std::memory_order_relaxed);
+  }
+
+  uint32_t width() const { return width_; }
+  uint32_t depth() const { return depth_; }
+  size_t cells() const { return size_t(width_) * depth_; }
+  size_t bytes() const { return cells() * sizeof(uint32_t); }
 
  private:
   // Kirsch-Mitzenmacher: d-th hash = h1 + d * h2, from the two halves of one 64-bit mix.

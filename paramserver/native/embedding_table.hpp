@@ -53,6 +53,12 @@ struct Delta {
   std::vector<uint64_t> tombstones;  // IDs evicted or removed since the last export
 };
 
+struct SketchState {
+  uint32_t width = 0, depth = 0;  // 0 x 0: the table admits at once and keeps no sketch
+  std::vector<uint32_t> cells;    // depth rows of width admission counters
+  uint64_t tracked = 0;           // IDs counted at least once (stats' tracked_ids)
+};
+
 struct RowBatch {
   std::vector<uint64_t> ids;
   std::vector<float> rows;           // full rows: embedding + slots
@@ -82,6 +88,11 @@ class EmbeddingTable {
   // Insert or overwrite rows; width is dim (slots start fresh) or the full row width.
   void import_rows(const uint64_t *ids, size_t n, const float *rows, uint32_t width,
                    const uint32_t *updated, uint32_t now, bool mark_dirty);
+  // The admission sketch's counters, for snapshots (empty without admission).
+  SketchState export_sketch() const;
+  // Replace the admission counters (restore into a fresh table). Throws std::invalid_argument,
+  // table unchanged, if the table has no sketch or one of another width or depth.
+  void import_sketch(uint32_t width, uint32_t depth, const uint32_t *cells, size_t n, uint64_t tracked);
   size_t remove(const uint64_t *ids, size_t n);
   void clear();
 

@@ -13,6 +13,7 @@ using namespace flywheel;
 
 using Ids = nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using Times = nb::ndarray<const uint32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Counters = Times;
 using Rows = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using OutRows = nb::ndarray<float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 
@@ -33,6 +34,8 @@ NB_MODULE(_cuckoo, m) {
   m.doc() = "Collisionless embedding table on libcuckoo (see paramserver/table.py for the API)";
   // Tables held by daemon threads (PS servers) are still alive at interpreter exit.
   nb::set_leak_warnings(false);
+  // Snapshots record it: saved admission counters load only into a sketch of the same layout.
+  m.attr("SKETCH_LAYOUT") = CountMinSketch::kLayout;
 
   nb::class_<TableOptions>(m, "Options")
       .def(nb::init<>())
@@ -118,6 +121,22 @@ NB_MODULE(_cuckoo, m) {
              t.import_rows(ids.data(), ids.shape(0), rows.data(), uint32_t(rows.shape(1)), times, now, mark_dirty);
            },
            nb::arg("ids"), nb::arg("rows"), nb::arg("updated").none(), nb::arg("now"), nb::arg("mark_dirty"))
+      .def("export_sketch",
+           [](const EmbeddingTable &t) {
+             SketchState s;
+             {
+               nb::gil_scoped_release nogil;
+               s = t.export_sketch();
+             }
+             size_t n = s.cells.size();
+             return nb::make_tuple(s.width, s.depth, numpy(std::move(s.cells), n), s.tracked);
+           })
+      .def("import_sketch",
+           [](EmbeddingTable &t, uint32_t width, uint32_t depth, Counters cells, uint64_t tracked) {
+             nb::gil_scoped_release nogil;
+             t.import_sketch(width, depth, cells.data(), cells.shape(0), tracked);
+           },
+           nb::arg("width"), nb::arg("depth"), nb::arg("cells"), nb::arg("tracked"))
       .def("remove",
            [](EmbeddingTable &t, Ids ids) {
              nb::gil_scoped_release nogil;

@@ -1,5 +1,5 @@
-// Moving rows in and out of the table: deltas for sync, row windows for snapshots, bulk
-// imports (restore, serving replicas), removal, and the table's statistics.
+// Moving rows in and out of the table: deltas for sync, row windows and admission counters
+// for snapshots, bulk imports (restore, serving replicas), removal, and the table's statistics.
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -83,6 +83,32 @@ void EmbeddingTable::import_rows(const uint64_t *ids, size_t n, const float *row
     if (mark) mark_dirty(r, dirtied);
   }
   publish_dirty(dirtied);
+}
+
+SketchState EmbeddingTable::export_sketch() const {
+  SharedGuard guard(*this);
+  SketchState state;
+  if (!sketch_) return state;
+  state.width = sketch_->width();
+  state.depth = sketch_->depth();
+  state.cells = sketch_->save();
+  state.tracked = tracked_.load();
+  return state;
+}
+
+void EmbeddingTable::import_sketch(uint32_t width, uint32_t depth, const uint32_t *cells, size_t n,
+                                   uint64_t tracked) {
+  if (!sketch_)
+    throw std::invalid_argument("this table admits at once (admit_after 1) and keeps no admission sketch; "
+                                "nothing to import the counters into");
+  if (width != sketch_->width() || depth != sketch_->depth() || n != sketch_->cells())
+    throw std::invalid_argument("admission counters of a " + std::to_string(width) + "x" + std::to_string(depth) +
+                                " sketch (" + std::to_string(n) + " cells) do not fit this table's " +
+                                std::to_string(sketch_->width()) + "x" + std::to_string(sketch_->depth()) +
+                                " sketch; create the table with that sketch_width and sketch_depth");
+  ExclusiveGuard guard(*this);
+  sketch_->load(cells);
+  tracked_ = tracked;
 }
 
 size_t EmbeddingTable::remove(const uint64_t *ids, size_t n) {

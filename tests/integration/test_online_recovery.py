@@ -17,7 +17,9 @@ from flywheel.config import load_config
 from pipelines.online.trainer import OnlineTrainer
 
 pytestmark = pytest.mark.integration
-USERS = np.arange(1, 301, dtype=np.uint64)
+# ~2.7 sightings per user with admit_after 3: at every snapshot many users are counted but not
+# yet admitted, so the admission sketch must survive the restart for the replay to match
+USERS = np.arange(1, 1501, dtype=np.uint64)
 
 
 def step(examples, ps):
@@ -37,7 +39,7 @@ def make_cluster(stack, topic: str) -> Cluster:
     env = {**os.environ, **OWN_PORTS, "FLYWHEEL__PARAMSERVER__SHARDS": "2",
            "FLYWHEEL__PARAMSERVER__DELTAS_TOPIC": f"ps-deltas-{uuid.uuid4().hex[:8]}",
            "FLYWHEEL__PARAMSERVER__SNAPSHOT_DIR": f"/flywheel/it-snapshots/{uuid.uuid4().hex[:8]}",
-           "FLYWHEEL__PARAMSERVER__TABLES": "{emb: {dim: 8, optimizer: adagrad, learning_rate: 0.1, initializer: zeros}}"}
+           "FLYWHEEL__PARAMSERVER__TABLES": "{emb: {dim: 8, optimizer: adagrad, learning_rate: 0.1, initializer: zeros, admit_after: 3}}"}
     admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
     admin.create_topics([NewTopic(env["FLYWHEEL__PARAMSERVER__DELTAS_TOPIC"], 2, 1)])
     admin.close()

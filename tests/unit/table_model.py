@@ -94,6 +94,12 @@ class ModelTable:
             self.tombstones.append(x)
         return len(gone)
 
+    def restore(self) -> None:
+        """A snapshot restored into a fresh table: rows, update times and admission counts are
+        kept; pending changes are not (the restored table has nothing to export yet)."""
+        self.dirty.clear()
+        self.tombstones.clear()
+
     def export_delta(self):
         ids = sorted(self.dirty)
         rows = {x: self.rows[x][: self.cfg.dim].copy() for x in ids}
