@@ -66,3 +66,4 @@ clean: down ## Stop the stack and delete its data and logs (.flywheel/, .flywhee
 bench: setup ## Benchmarks: tables of figures with same-run baselines; JSON in bench/results/
 	@.venv/ml/bin/python bench/cuckoo_table.py
 	@.venv/ml/bin/python bench/paramserver.py
+	@.venv/ml/bin/python bench/joiner.py

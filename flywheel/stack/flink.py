@@ -41,7 +41,8 @@ def flink_config(cfg: FlywheelConfig) -> dict:
         "rest": {"address": jm, "bind-address": bind, "port": f.rest_port},
         "blob": {"server": {"port": str(f.blob_port)}},
         # JM and TM each take one port of this range for the metrics query service.
-        "metrics": {"internal": {"query-service": {"port": f"{f.metrics_query_port}-{f.metrics_query_port + 1}"}}},
+        "metrics": {"internal": {"query-service": {"port": f"{f.metrics_query_port}-{f.metrics_query_port + 1}"}},
+                    "fetcher": {"update-interval": 2000}},  # REST metrics at most 2 s old (default 10 s)
         "parallelism": {"default": f.parallelism},
         "state": {"backend": {"type": "rocksdb", "incremental": True}},
         "execution": {"checkpointing": {
