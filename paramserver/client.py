@@ -71,15 +71,16 @@ class PSClient:
         (trainers) the PS counts the IDs toward admission once, however often a shard's call
         is retried."""
         ids, dim = as_ids(ids), self._dim(table)
-        out = np.empty((len(ids), dim), dtype=np.float32)
-        parts = [(s, p) for s, p in enumerate(split(ids, self.shards)) if len(p)]
         meta = {"table": table, "insert": "1" if insert else "0"}
         request = uuid.uuid4().hex  # one per shard, reused by that shard's retries
-        futures = [(p, self._pool.submit(self.call_action, s, "pull",
-                                         encode({**meta, "request_id": f"{request}/{s}"}, id=ids[p])))
-                   for s, p in parts]
-        for p, fut in futures:
-            out[p] = decode(fut.result())[1]["row"]
+        if self.shards == 1:  # no split, no gather
+            body = self._fan_out([(0, "pull", encode({**meta, "request_id": f"{request}/0"}, id=ids))])[0]
+            return decode(body)[1]["row"].copy()  # writable, and not pinning the message
+        out = np.empty((len(ids), dim), dtype=np.float32)
+        parts = [(s, p) for s, p in enumerate(split(ids, self.shards)) if len(p)]
+        bodies = [(s, "pull", encode({**meta, "request_id": f"{request}/{s}"}, id=ids[p])) for s, p in parts]
+        for (_, p), body in zip(parts, self._fan_out(bodies)):
+            out[p] = decode(body)[1]["row"]
         return out
 
     def push(self, table: str, ids, grads: np.ndarray) -> int:
@@ -90,12 +91,16 @@ class PSClient:
             raise ValueError(f"grads must be float32 of shape ({len(ids)}, {dim}) for table {table!r}, "
                              f"got {grads.dtype} {grads.shape}")
         request = uuid.uuid4().hex
-        futures = [
-            (s, self._pool.submit(self.call_action, s, "push",
-                                  encode({"table": table, "request_id": f"{request}/{s}"}, id=ids[p], grad=grads[p])))
-            for s, p in enumerate(split(ids, self.shards)) if len(p)
-        ]
-        return sum(self._applied(s, json.loads(f.result())) for s, f in futures)
+        calls = [(s, "push", encode({"table": table, "request_id": f"{request}/{s}"}, id=ids[p], grad=grads[p]))
+                 for s, p in enumerate(split(ids, self.shards)) if len(p)]
+        return sum(self._applied(s, json.loads(r)) for (s, _, _), r in zip(calls, self._fan_out(calls)))
+
+    def _fan_out(self, calls: list[tuple[int, str, object]]) -> list:
+        """Results of ``(shard, kind, body)`` calls, in order: all but the first on the pool,
+        the first on this thread (one shard: no thread hop at all)."""
+        futures = [self._pool.submit(self.call_action, *call) for call in calls[1:]]
+        first = [self.call_action(*calls[0])] if calls else []
+        return first + [f.result() for f in futures]
 
     def _applied(self, shard: int, result: dict) -> int:
         """Rows applied by one shard; raises if the shard restarted since our last push to it

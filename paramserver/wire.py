@@ -28,17 +28,24 @@ def encode(meta: dict[str, str], **columns: np.ndarray) -> pa.Buffer:
 
 
 def decode(buf) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """Inverse of :func:`encode`: (metadata, {column: ndarray}); lists come back 2-D."""
+    """Inverse of :func:`encode`: (metadata, {column: ndarray}); lists come back 2-D.
+
+    Arrays are zero-copy views of ``buf`` where Arrow allows (read-only); a message of several
+    batches (not written by :func:`encode`) is combined first.
+    """
     reader = pa.ipc.open_stream(pa.py_buffer(buf) if isinstance(buf, (bytes, bytearray, memoryview)) else buf)
-    table = reader.read_all()
+    batches = list(reader)
     meta = {k.decode(): v.decode() for k, v in (reader.schema.metadata or {}).items()}
+    if len(batches) == 1:
+        columns = zip(batches[0].schema.names, batches[0].columns)
+    else:
+        table = pa.Table.from_batches(batches, reader.schema)
+        columns = ((name, table.column(name).combine_chunks()) for name in table.column_names)
     cols: dict[str, np.ndarray] = {}
-    for name in table.column_names:
-        col = table.column(name).combine_chunks()
+    for name, col in columns:
         if pa.types.is_fixed_size_list(col.type):
-            width = col.type.list_size
-            flat = col.flatten().to_numpy(zero_copy_only=False)
-            cols[name] = flat.reshape(len(col), width)
+            flat = col.values if col.offset == 0 and col.null_count == 0 else col.flatten()
+            cols[name] = flat.to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
         else:
             cols[name] = col.to_numpy(zero_copy_only=False)
     return meta, cols
