@@ -1,0 +1,92 @@
+"""Training and scoring the ranker on PS-held embeddings: one class for batch and online.
+
+``RankingTrainer.step(examples)`` pulls the batch's rows, runs the MMoE graph in a
+``tf.function``, applies the dense gradients (Keras optimizer, dense weights live in the
+model) and returns the sparse gradients per table, for the caller to push: the online
+trainer (pipelines/online) pushes them with its exactly-once bookkeeping;
+``train_batch`` pushes them itself (batch training, experiments).
+
+Examples are :class:`streaming.schemas.Example` dicts: ``sparse`` (slot -> IDs), ``dense``
+(name -> float), ``position``, ``labels`` (task -> 0/1), ``sample_rate``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import models  # noqa: F401  (TF environment first)
+import tensorflow as tf
+import tf_keras as keras
+
+from models.mmoe import MMoE, weighted_loss
+from models.sparse import EmbeddingSource, Slot, SparseBatch, embed_slots
+
+
+class RankingTrainer:
+    """MMoE over slot embeddings (pulled from ``source``) and dense features.
+
+    Args:
+      model: the dense graph.
+      slots: sparse slots, in the order their embeddings are concatenated.
+      dense: dense feature names (missing ones read 0).
+      source: in-process tables or the PS client.
+      optimizer: for the dense weights (the sparse optimizer runs in the tables).
+    """
+
+    def __init__(self, model: MMoE, slots: list[Slot], dense: list[str], source: EmbeddingSource,
+                 optimizer: keras.optimizers.Optimizer | None = None):
+        self.model, self.slots, self.dense, self.source = model, list(slots), list(dense), source
+        self.optimizer = optimizer or keras.optimizers.Adam(learning_rate=1e-3)
+        self._tables = {s.name: s.table for s in self.slots}
+
+    def inputs(self, examples: list[dict]) -> tuple[SparseBatch, dict]:
+        batch = SparseBatch.from_examples(examples, self.slots)
+        dense = np.array([[e.get("dense", {}).get(n, 0.0) for n in self.dense] for e in examples], np.float32)
+        dense = dense.reshape(len(examples), len(self.dense))
+        return batch, {
+            "dense": tf.constant(dense),
+            "position": tf.constant([e.get("position", 0) for e in examples], tf.int32),
+            "labels": {t: tf.constant([e["labels"][t] for e in examples], tf.float32) for t in self.model.tasks},
+            "sample_rate": tf.constant([e.get("sample_rate", 1.0) for e in examples], tf.float32),
+        }
+
+    def _features(self, rows, index, dense):
+        embedded = embed_slots(rows, index, self._tables, tf.shape(dense)[0])
+        return tf.concat([embedded[s.name] for s in self.slots] + [dense], axis=1)
+
+    @tf.function(reduce_retracing=True)
+    def _grad_step(self, rows, index, batch):
+        with tf.GradientTape() as tape:
+            tape.watch(rows)
+            features = self._features(rows, index, batch["dense"])
+            logits = self.model({"features": features, "position": batch["position"]}, training=True)
+            loss = weighted_loss(logits, batch["labels"], batch["sample_rate"])
+        dense_vars = self.model.trainable_variables
+        grads = tape.gradient(loss, [rows, dense_vars])
+        self.optimizer.apply_gradients(zip(grads[1], dense_vars))
+        return loss, {t: tf.convert_to_tensor(g) for t, g in grads[0].items()}
+
+    def step(self, examples: list[dict]) -> tuple[float, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """One training step on ``examples``: dense weights updated here; returns the loss and
+        {table: (unique ids, row gradients)} to push."""
+        batch, tensors = self.inputs(examples)
+        rows = {t: tf.constant(r) for t, r in batch.pull(self.source, insert=True).items()}
+        if not self.model.built:  # Keras creates the weights on the first call, outside tf.function
+            self.model({"features": self._features(rows, batch.tensors(), tensors["dense"]),
+                        "position": tensors["position"]}, training=True)
+        loss, grads = self._grad_step(rows, batch.tensors(), tensors)
+        return float(loss), {t: (batch.unique[t], g.numpy()) for t, g in grads.items()}
+
+    def train_batch(self, examples: list[dict]) -> float:
+        """``step``, then push the sparse gradients to the source; returns the loss."""
+        loss, grads = self.step(examples)
+        for table, (ids, g) in grads.items():
+            self.source.push(table, ids, g)
+        return loss
+
+    def score(self, examples: list[dict]) -> dict[str, np.ndarray]:
+        """Serving scores per task (no position bias, no inserts), {task: [n]}."""
+        batch, tensors = self.inputs(examples)
+        rows = {t: tf.constant(r) for t, r in batch.pull(self.source).items()}
+        features = self._features(rows, batch.tensors(), tensors["dense"])
+        return {t: v.numpy() for t, v in self.model.predict_scores({"features": features}).items()}

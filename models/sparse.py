@@ -1,0 +1,125 @@
+"""Feature plumbing between examples, embedding tables and a dense TensorFlow graph.
+
+A batch's sparse features are grouped by table, each table's unique IDs are pulled once, the
+dense graph runs on the pulled rows (a ``tf.function``), and the gradients with respect to
+those rows are pushed back, where the table's optimizer applies them. The rows are plain
+inputs of the graph: the graph owns no sparse parameters (Monolith's decoupling).
+
+The same code runs against an in-process table (:class:`LocalTables`) or the parameter servers
+(:class:`paramserver.client.PSClient`): both have ``pull(table, ids, insert)`` and
+``push(table, ids, grads)``.
+
+Example::
+
+    slots = [Slot("user", "user_id"), Slot("item", "item_id"), Slot("history", "item_id")]
+    batch = SparseBatch.from_examples(examples, slots)
+    rows = batch.pull(source, insert=True)            # {table: [n_unique, dim]}
+    embedded = batch.embed(rows)                      # {slot: [batch, dim]}, mean-pooled
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+import models  # noqa: F401  (TF environment first)
+import tensorflow as tf
+
+from paramserver.table import EmbeddingTable
+
+
+class EmbeddingSource(Protocol):
+    """What the plumbing needs from the parameter component."""
+
+    def pull(self, table: str, ids, insert: bool = False) -> np.ndarray: ...
+
+    def push(self, table: str, ids, grads: np.ndarray) -> int: ...
+
+
+class LocalTables:
+    """In-process tables behind the PS client's interface (tests, experiments, one-box runs)."""
+
+    def __init__(self, tables: dict[str, EmbeddingTable]):
+        self.tables = tables
+
+    def pull(self, table: str, ids, insert: bool = False) -> np.ndarray:
+        return self.tables[table].lookup(ids, insert=insert)
+
+    def push(self, table: str, ids, grads: np.ndarray) -> int:
+        return self.tables[table].apply_gradients(ids, grads)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A sparse feature slot of the examples (``Example.sparse[name]``) and the table holding
+    its rows. A multi-valued slot (a history) is mean-pooled; an empty one embeds to zeros."""
+
+    name: str
+    table: str
+
+
+@dataclass
+class SparseBatch:
+    """One batch's sparse IDs, deduplicated per table.
+
+    Attributes:
+      size: examples in the batch.
+      unique: table -> unique IDs (uint64), the rows to pull.
+      index: slot -> (positions into ``unique[slot.table]``, example index of each), flat.
+    """
+
+    size: int
+    slots: list[Slot]
+    unique: dict[str, np.ndarray]
+    index: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def from_examples(cls, examples: list[dict], slots: list[Slot]) -> SparseBatch:
+        """Group ``examples``' sparse IDs (``example["sparse"][slot]``, lists) by table."""
+        flat: dict[str, tuple[list[int], list[int]]] = {s.name: ([], []) for s in slots}
+        for row, example in enumerate(examples):
+            sparse = example.get("sparse") or {}
+            for slot in slots:
+                ids = sparse.get(slot.name) or ()
+                flat[slot.name][0].extend(ids)
+                flat[slot.name][1].extend([row] * len(ids))
+        unique, index = {}, {}
+        for table in dict.fromkeys(s.table for s in slots):
+            mine = [s for s in slots if s.table == table]
+            all_ids = np.concatenate([np.asarray(flat[s.name][0], dtype=np.uint64) for s in mine])
+            unique[table], inverse = np.unique(all_ids, return_inverse=True)
+            start = 0
+            for s in mine:
+                n = len(flat[s.name][0])
+                index[s.name] = (inverse[start:start + n].astype(np.int32), np.asarray(flat[s.name][1], np.int32))
+                start += n
+        return cls(len(examples), slots, unique, index)
+
+    def pull(self, source: EmbeddingSource, insert: bool = False) -> dict[str, np.ndarray]:
+        """Each table's rows for its unique IDs, [n_unique, dim] float32 (insert: trainers)."""
+        return {table: source.pull(table, ids, insert=insert) for table, ids in self.unique.items()}
+
+    def embed(self, rows: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """slot -> [size, dim]: the mean of the slot's rows per example (zeros when empty).
+        Differentiable with respect to ``rows``."""
+        return embed_slots(rows, self.tensors(), {s.name: s.table for s in self.slots}, self.size)
+
+    def tensors(self) -> dict[str, tuple[tf.Tensor, tf.Tensor]]:
+        """``index`` as tensors: what a ``tf.function`` takes as arguments (never baked in)."""
+        return {name: (tf.constant(p), tf.constant(e)) for name, (p, e) in self.index.items()}
+
+    def push(self, source: EmbeddingSource, grads: dict[str, np.ndarray]) -> int:
+        """Push each table's row gradients; returns rows updated."""
+        return sum(source.push(table, self.unique[table], grads[table]) for table in self.unique)
+
+
+def embed_slots(rows: dict[str, tf.Tensor], index: dict[str, tuple[tf.Tensor, tf.Tensor]],
+                tables: dict[str, str], size) -> dict[str, tf.Tensor]:
+    """slot -> [size, dim] mean of its rows (see :meth:`SparseBatch.embed`); graph-safe."""
+    out = {}
+    for slot, (positions, examples) in index.items():
+        gathered = tf.gather(rows[tables[slot]], positions)
+        out[slot] = tf.math.unsorted_segment_mean(gathered, examples, num_segments=size)
+    return out
