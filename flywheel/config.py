@@ -213,6 +213,10 @@ class ParamServerConfig(_Section):
 class JoinerConfig(_Section):
     """The streaming joiner job (streaming/jobs/joiner.py): topics come from ``kafka.topics``."""
 
+    features_topic: str = "features"
+    actions_topic: str = "actions"
+    examples_topic: str = "examples"
+    dead_letter_topic: str = "dead-letter"
     label_window_s: float = Field(1800, gt=0)  # no action this long after serving: a negative
     retention_days: float = Field(7, gt=0)  # an action this late (event time) still joins
     negative_rate: float = Field(0.1, gt=0, le=1)  # share of negatives kept; written on each example

@@ -58,8 +58,10 @@ def wait(cfg: FlywheelConfig, job_id: str, until: set[str] = TERMINAL, timeout_s
         time.sleep(1)
 
 
-def cancel(cfg: FlywheelConfig, job_id: str) -> None:
+def cancel(cfg: FlywheelConfig, job_id: str, timeout_s: float = 60) -> None:
+    """Cancel the job and wait until it has ended (its task slots are free again)."""
     requests.patch(f"{cfg.flink_url}/jobs/{job_id}?mode=cancel", timeout=5).raise_for_status()
+    wait(cfg, job_id, timeout_s=timeout_s)
 
 
 def stop_with_savepoint(cfg: FlywheelConfig, job_id: str, timeout_s: float = 300) -> str:
@@ -83,10 +85,10 @@ def stop_with_savepoint(cfg: FlywheelConfig, job_id: str, timeout_s: float = 300
                      f"see {cfg.flink_url}/#/job/running/{job_id}/checkpoints")
 
 
-def running(cfg: FlywheelConfig, name_prefix: str) -> list[str]:
-    """Ids of the cluster's jobs that are not terminal and whose name starts with ``name_prefix``."""
+def running(cfg: FlywheelConfig, name: str) -> list[str]:
+    """Ids of the cluster's jobs named ``name`` that have not ended."""
     jobs = requests.get(f"{cfg.flink_url}/jobs/overview", timeout=5).json()["jobs"]
-    return [j["jid"] for j in jobs if j["state"] not in TERMINAL and j["name"].startswith(name_prefix)]
+    return [j["jid"] for j in jobs if j["state"] not in TERMINAL and j["name"] == name]
 
 
 def metrics(cfg: FlywheelConfig, job_id: str, contains: str) -> dict[str, float]:

@@ -16,14 +16,19 @@ import json
 import time
 from pathlib import Path
 
+from kafka import KafkaAdminClient
+
 from flywheel import flinkjobs
 from flywheel.config import REPO_ROOT, FlywheelConfig
 from flywheel.stack.base import StackError
 
 SCRIPT = REPO_ROOT / "streaming" / "jobs" / "joiner.py"
-JOB_NAME_PREFIX = "joiner "
-TOPICS = {"features-topic": "features", "actions-topic": "actions", "examples-topic": "examples",
-          "dead-letter-topic": "dead-letter"}
+
+
+def job_name(cfg: FlywheelConfig) -> str:
+    """The Flink job name the joiner gives itself (streaming/jobs/joiner.py ``main``)."""
+    j = cfg.joiner
+    return f"joiner {j.features_topic} + {j.actions_topic} -> {j.examples_topic}"
 
 
 def _record_path(cfg: FlywheelConfig) -> Path:
@@ -45,11 +50,18 @@ def _remember(cfg: FlywheelConfig, **fields) -> None:
 def arguments(cfg: FlywheelConfig) -> list[str]:
     """The joiner's command line, from the config."""
     j = cfg.joiner
-    missing = [t for t in TOPICS.values() if t not in cfg.kafka.topics]
+    topics = {"features-topic": j.features_topic, "actions-topic": j.actions_topic,
+              "examples-topic": j.examples_topic, "dead-letter-topic": j.dead_letter_topic}
+    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
+    try:
+        missing = sorted(set(topics.values()) - set(admin.list_topics()))
+    finally:
+        admin.close()
     if missing:
-        raise StackError(f"kafka.topics lacks {missing}: the joiner reads and writes them; add them to the config")
+        raise StackError(f"Kafka topics {missing} do not exist: 'make up' creates the configured ones "
+                         "(kafka.topics); set joiner.*_topic to existing topics or add them there")
     args = {
-        "bootstrap": cfg.kafka_bootstrap, **TOPICS,
+        "bootstrap": cfg.kafka_bootstrap, **topics,
         "label-window-s": j.label_window_s, "retention-s": j.retention_days * 86_400,
         "negative-rate": j.negative_rate, "out-of-orderness-s": j.out_of_orderness_s,
         "idle-timeout-s": j.idle_timeout_s, "parallelism": j.parallelism or cfg.flink.parallelism,
@@ -61,17 +73,18 @@ def arguments(cfg: FlywheelConfig) -> list[str]:
 
 def start(cfg: FlywheelConfig, savepoint: str | None = None) -> str:
     """Submit the joiner (from ``savepoint``, if given) and wait until it runs; its job id."""
-    if running := flinkjobs.running(cfg, JOB_NAME_PREFIX):
+    if running := flinkjobs.running(cfg, job_name(cfg)):
         raise StackError(f"a joiner already runs (job {running[0]}); 'flywheel joiner stop' first")
     job_id = flinkjobs.submit(cfg, SCRIPT, arguments(cfg), savepoint=savepoint)
-    _remember(cfg, job_id=job_id, resumed_from=savepoint)
+    # the savepoint is used up: resuming the new job later must start from its own stop
+    _remember(cfg, job_id=job_id, resumed_from=savepoint, savepoint=None)
     flinkjobs.wait(cfg, job_id, until={"RUNNING"}, timeout_s=120)
     return job_id
 
 
 def stop(cfg: FlywheelConfig) -> str:
     """Stop the running joiner with a savepoint; its location (also remembered for resume)."""
-    running = flinkjobs.running(cfg, JOB_NAME_PREFIX)
+    running = flinkjobs.running(cfg, job_name(cfg))
     if not running:
         raise StackError("no joiner is running; 'flywheel joiner status' shows the last savepoint")
     location = flinkjobs.stop_with_savepoint(cfg, running[0])
@@ -90,4 +103,4 @@ def resume(cfg: FlywheelConfig, savepoint: str | None = None) -> str:
 
 def status(cfg: FlywheelConfig) -> dict:
     """Running joiner job ids, the remembered savepoint, and the Flink UI link."""
-    return {"running": flinkjobs.running(cfg, JOB_NAME_PREFIX), **record(cfg), "ui": cfg.flink_url}
+    return {"running": flinkjobs.running(cfg, job_name(cfg)), **record(cfg), "ui": cfg.flink_url}

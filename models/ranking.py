@@ -46,7 +46,9 @@ class RankingTrainer:
         return batch, {
             "dense": tf.constant(dense),
             "position": tf.constant([e.get("position", 0) for e in examples], tf.int32),
-            "labels": {t: tf.constant([e["labels"][t] for e in examples], tf.float32) for t in self.model.tasks},
+            # served features have no labels yet (scoring): zeros, unused
+            "labels": {t: tf.constant([e.get("labels", {}).get(t, 0) for e in examples], tf.float32)
+                       for t in self.model.tasks},
             "sample_rate": tf.constant([e.get("sample_rate", 1.0) for e in examples], tf.float32),
         }
 

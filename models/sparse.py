@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -123,3 +124,18 @@ def embed_slots(rows: dict[str, tf.Tensor], index: dict[str, tuple[tf.Tensor, tf
         gathered = tf.gather(rows[tables[slot]], positions)
         out[slot] = tf.math.unsorted_segment_mean(gathered, examples, num_segments=size)
     return out
+
+
+def train_step(source: EmbeddingSource, batch: SparseBatch, variables: list[tf.Variable], optimizer,
+               loss_of: Callable[[dict[str, tf.Tensor]], tf.Tensor]) -> float:
+    """One eager step of any graph over a batch's slot embeddings: pull (inserting), compute
+    ``loss_of(slot embeddings)``, apply the dense gradients to ``variables``, push the row
+    gradients to the tables. Returns the loss. (RankingTrainer has a compiled variant.)"""
+    rows = {t: tf.constant(r) for t, r in batch.pull(source, insert=True).items()}
+    with tf.GradientTape() as tape:
+        tape.watch(rows)
+        loss = loss_of(batch.embed(rows))
+    row_grads, var_grads = tape.gradient(loss, [rows, variables])
+    optimizer.apply_gradients(zip(var_grads, variables))
+    batch.push(source, {t: tf.convert_to_tensor(g).numpy() for t, g in row_grads.items()})
+    return float(loss)

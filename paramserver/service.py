@@ -59,25 +59,34 @@ def _snapshotter(cfg: FlywheelConfig, tables: dict, shard: int, publisher: Delta
 
 
 def _restorer(cfg: FlywheelConfig, tables: dict, shard: int, publisher: DeltaPublisher):
+    """The training shard's restore action: load a snapshot (or empty the shard), then reset
+    serving replicas to the same state (DeltaPublisher.restore_and_reset)."""
     def reload(snapshot_id: str) -> dict | None:
-        if snapshot_id == "none":
-            for table in tables.values():
-                table.clear()
-            manifest = None
-        else:
+        def restore() -> dict | None:
             # each table is loaded into a fresh native table and swapped in only when it
             # verified, so a corrupt snapshot leaves the shard as it was (EmbeddingTable.restore)
-            manifest = _restore(cfg, tables, shard, snapshot_id)
-        publisher.publish_reset(manifest and manifest["snapshot_id"], cfg.paramserver.snapshot_dir)
-        return manifest
+            manifest = None if snapshot_id == "none" else _restore(cfg, tables, shard, snapshot_id)
+            if manifest is None:  # "none", or "latest" with no snapshot yet: empty, as serving will be
+                for table in tables.values():
+                    table.clear()
+            return manifest
+
+        return publisher.restore_and_reset(restore, cfg.paramserver.snapshot_dir)
 
     return reload
 
 
 def _reloader(cfg: FlywheelConfig, tables: dict, shard: int):
-    """What a serving shard does on a training reset: load the named snapshot."""
-    def reload(snapshot_id: str, root: str) -> None:
-        snapshots.restore_shard(webhdfs(cfg), root, snapshot_id, shard, tables)
+    """What a serving shard does on a training reset: load the named snapshot (or the newest,
+    for ``latest``; empty when there is none); returns its manifest."""
+    def reload(snapshot_id: str, root: str) -> dict | None:
+        fs = webhdfs(cfg)
+        resolved = snapshots.resolve(fs, root, snapshot_id)
+        if resolved is None:
+            for table in tables.values():
+                table.clear()
+            return None
+        return snapshots.restore_shard(fs, root, resolved, shard, tables)
 
     return reload
 
@@ -104,7 +113,7 @@ def run(cfg: FlywheelConfig, role: str, shard: int, restore: str = "latest",
         sync = DeltaPublisher(tables, shard, cfg.kafka_bootstrap, ps.deltas_topic, ps.sync_interval_s, status)
         # serving replicas drop whatever this shard shipped after the snapshot it started from;
         # before the Flight port opens, so no push can overtake the reset
-        sync.publish_reset(manifest and manifest["snapshot_id"], ps.snapshot_dir)
+        sync.restore_and_reset(lambda: manifest, ps.snapshot_dir)
     else:
         start = manifest["delta_offset"] if manifest else None
         sync = DeltaSubscriber(tables, shard, cfg.kafka_bootstrap, ps.deltas_topic, status,

@@ -31,6 +31,7 @@ from paramserver.wire import decode, encode
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 900_000
+RESET_ATTEMPTS = 5  # a reset whose snapshot fails to load this often falls back to the newest one
 
 
 def delta_messages(table: str, shard: int, ids: np.ndarray, rows: np.ndarray, tombstones: np.ndarray) -> list[bytes]:
@@ -104,17 +105,22 @@ class DeltaPublisher:
             finally:
                 consumer.close()
 
-    def publish_reset(self, snapshot_id: str | None, root: str) -> None:
-        """Tell serving replicas this shard was restored to ``snapshot_id`` (see the module
-        docstring). Deltas still queued describe the state before the restore: dropped. If
+    def restore_and_reset(self, restore: Callable[[], dict | None], root: str) -> dict | None:
+        """Run ``restore`` (loads the shard; returns the snapshot's manifest, or None when the
+        shard is now empty), then tell serving replicas (see the module docstring), all under
+        the sync lock: no delta of the restored tables (an eviction, say) can go out before
+        the reset. Deltas still queued describe the state before the restore: dropped. If
         Kafka is down the reset stays queued and goes first at the next interval."""
         with self._lock:
+            manifest = restore()
             for table in self.tables.values():
                 table.export_delta()  # changes made before the restore are superseded by it
             self._queued.clear()
-            self._queued.append(reset_message(self.shard, snapshot_id, root))
+            self._queued.append(reset_message(self.shard, manifest and manifest["snapshot_id"], root))
             self._sync_locked()
-            self.status["resets_shipped"] = self.status.get("resets_shipped", 0) + 1
+            if not self._queued:
+                self.status["resets_shipped"] = self.status.get("resets_shipped", 0) + 1
+            return manifest
 
     def _sync_locked(self) -> int:
         shipped = tombs = 0
@@ -158,6 +164,7 @@ class DeltaSubscriber:
                  on_reset: Callable[[str, str], object] | None = None):
         """``on_reset(snapshot_id, root)`` reloads the shard from a snapshot (``none``: empty)."""
         self.tables, self.shard, self.status, self.on_reset = tables, shard, status, on_reset
+        self._reset_failures: dict[int, int] = {}
         self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                        fetch_max_bytes=16 * 1_048_576, max_partition_fetch_bytes=4 * 1_048_576)
         partitions = self._consumer.partitions_for_topic(topic)
@@ -203,9 +210,14 @@ class DeltaSubscriber:
             return  # another shard sharing this partition
         try:
             meta, cols = decode(record.value)
-            if meta.get("kind") == "reset":
-                self._reset(meta)
-                return
+        except Exception as exc:  # noqa: BLE001 - count and skip a bad message, never stop syncing
+            self.status["bad_messages"] += 1
+            log.error("skipping undecodable delta at %s offset %d (key %r): %s", self.tp, record.offset, key, exc)
+            return
+        if meta.get("kind") == "reset":  # not skipped when it fails: raises, and is retried
+            self._reset(meta, record.offset)
+            return
+        try:
             table = self.tables[table_name]
             if meta.get("kind") == "delete":
                 table.remove(cols["id"])
@@ -218,7 +230,11 @@ class DeltaSubscriber:
             self.status["bad_messages"] += 1
             log.error("skipping bad delta at %s offset %d (key %r): %s", self.tp, record.offset, key, exc)
 
-    def _reset(self, meta: dict) -> None:
+    def _reset(self, meta: dict, offset: int) -> None:
+        """Reload the snapshot a reset names. If that fails (HDFS hiccup) the reset is retried
+        from its offset every second; after ``RESET_ATTEMPTS`` failures (the snapshot was
+        deleted, say) the shard loads the newest snapshot instead, and skips ahead to its
+        deltas-topic offset when that lies beyond the reset."""
         snapshot_id = meta["snapshot_id"]
         if snapshot_id == "none":
             for table in self.tables.values():
@@ -226,7 +242,20 @@ class DeltaSubscriber:
         elif self.on_reset is None:
             raise RuntimeError(f"reset to snapshot {snapshot_id} but this subscriber cannot load snapshots")
         else:
-            self.on_reset(snapshot_id, meta["root"])
+            failures = self._reset_failures.get(offset, 0)
+            try:
+                manifest = self.on_reset(snapshot_id if failures < RESET_ATTEMPTS else "latest", meta["root"])
+            except Exception as exc:
+                self._reset_failures[offset] = failures + 1
+                self.status["reset_retries"] = self.status.get("reset_retries", 0) + 1
+                self._consumer.seek(self.tp, offset)
+                raise RuntimeError(f"reset to snapshot {snapshot_id} failed ({failures + 1}x; "
+                                   f"after {RESET_ATTEMPTS} the newest snapshot is loaded): {exc}") from exc
+            self._reset_failures.pop(offset, None)
+            if failures >= RESET_ATTEMPTS:
+                snapshot_id = manifest["snapshot_id"] if manifest else "none"
+                if manifest and (manifest.get("delta_offset") or 0) > offset + 1:
+                    self._consumer.seek(self.tp, manifest["delta_offset"])
         self.status["resets_applied"] += 1
         self.status["reset_to"] = snapshot_id
         log.info("shard %d reset to snapshot %s by the training PS", self.shard, snapshot_id)

@@ -252,19 +252,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     tagged, dead = [], []
     for topic, kind in ((args.features_topic, FEATURES), (args.actions_topic, ACTION)):
+        # uids are the operators' identities in savepoints: a job changed elsewhere (landing on
+        # or off, new operators) still restores their state. Keep them stable.
         parsed = (
             env.from_source(kafka_source(args, topic), WatermarkStrategy.no_watermarks(), f"kafka:{topic}")
+            .uid(f"source-{kind}")
             .process(Parse(topic, kind), output_type=Types.PICKLED_BYTE_ARRAY())
-            .name(f"parse {topic}")
+            .name(f"parse {topic}").uid(f"parse-{kind}")
         )
         dead.append(parsed.get_side_output(OutputTag(DEAD_LETTERS, keyed_bytes())))
-        tagged.append(parsed.assign_timestamps_and_watermarks(watermarks))
+        tagged.append(parsed.assign_timestamps_and_watermarks(watermarks).uid(f"watermarks-{kind}"))
     join = Join(int(args.label_window_s * 1000), int(args.retention_s * 1000), args.negative_rate)
     examples = (
         tagged[0].union(tagged[1])
         .key_by(lambda record: record[1], key_type=Types.STRING())
         .process(join, output_type=keyed_bytes())
-        .name("join")
+        .name("join").uid("join")
     )
     t_env = StreamTableEnvironment.create(env)
     statements = t_env.create_statement_set()

@@ -9,9 +9,10 @@ connector with ``'format' = 'parquet'``::
     <land-path>/dt=YYYY-MM-DD/hour=HH/_SUCCESS           the hour is complete
 
 - **Which hour**: the example's time, ``event_time + join_delay_ms`` (when the joiner emitted
-  it: the action's time for a positive, the end of the label window for a negative). It is
-  deterministic (a replay lands in the same partitions) and follows the joiner's watermark,
-  so an hour fills in order.
+  it: the action's time for a positive, the end of the label window for a negative), which
+  mostly follows the joiner's watermark. An example behind the landing watermark (a late
+  action, or a negative emitted after newer positives) lands in the watermark's hour
+  instead: never in an hour already marked complete, so a day read once is read whole.
 - **Rolled on checkpoint**: Parquet files are closed at each checkpoint, when they become
   visible (in-progress files are hidden dot-files); with the Kafka offsets in the same
   checkpoint, each committed example lands exactly once.
@@ -72,6 +73,10 @@ def land_examples(t_env: StreamTableEnvironment, statements: StatementSet, *, bo
     t_env.execute_sql(f"CREATE TEMPORARY TABLE landing_sink ({columns}, dt STRING, `hour` STRING) "
                       f"PARTITIONED BY (dt, `hour`) WITH ({sql_options(sink)})")
     names = ", ".join(name for name, _ in EXAMPLE_COLUMNS)
+    # a late example (behind the watermark: its hour may be complete already) lands in the
+    # watermark's hour instead, so a batch that read a complete hour never misses it
+    landed = ("CASE WHEN example_time < CURRENT_WATERMARK(example_time) "
+              "THEN CURRENT_WATERMARK(example_time) ELSE example_time END")
     statements.add_insert_sql(
-        f"INSERT INTO landing_sink SELECT {names}, DATE_FORMAT(example_time, 'yyyy-MM-dd'), "
-        "DATE_FORMAT(example_time, 'HH') FROM landing_source")
+        f"INSERT INTO landing_sink SELECT {names}, DATE_FORMAT(landed, 'yyyy-MM-dd'), DATE_FORMAT(landed, 'HH') "
+        f"FROM (SELECT *, {landed} AS landed FROM landing_source)")

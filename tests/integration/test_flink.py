@@ -56,12 +56,13 @@ def test_streaming_job_checkpoints_rocksdb_state_to_hdfs(stack):
         flinkjobs.wait(stack, job, until={"RUNNING"}, timeout_s=120)
         completed = flinkjobs.wait_for_checkpoint(stack, job, timeout_s=120)
         config = requests.get(f"{stack.flink_url}/jobs/{job}/checkpoints/config", timeout=5).json()
+        # checked while the job runs: Flink deletes a cancelled job's checkpoints
+        chk = completed["external_path"].removeprefix(stack.hdfs_uri)
+        assert webhdfs(stack).exists(f"{chk}/_metadata")
     finally:
         flinkjobs.cancel(stack, job)
     assert "RocksDB" in config["state_backend"], config
     assert completed["external_path"].startswith(f"{stack.hdfs_uri}{stack.flink.checkpoint_dir}/{job}/chk-")
-    chk = completed["external_path"].removeprefix(stack.hdfs_uri)
-    assert webhdfs(stack).exists(f"{chk}/_metadata")
 
 
 def test_cluster_runs_python_in_thread_mode_on_loopback(stack):

@@ -213,13 +213,18 @@ def test_examples_land_on_hdfs_in_hourly_parquet_partitions(joiner, stack):
     hour = f"{folder}/dt=2025-06-15/hour=15"
     wait_for_file(fs, f"{hour}/_SUCCESS")
     assert any(p.endswith(".parquet") or "part-" in p for p in fs.ls(hour, detail=False))
+    time.sleep(12)  # two more checkpoints: files of later hours become visible too
     spark = spark_session(stack, "it-landing")
     try:
         df = spark.read.parquet(f"{stack.hdfs_uri}{folder}")
-        rows = {r["request_id"]: r for r in df.where("dt = '2025-06-15' AND hour = 15").collect()}
+        rows = {r["request_id"]: r for r in df.collect()}
     finally:
         spark.stop()
-    assert set(rows) == {"p1", "p2", "filler"}, sorted(rows)  # filler's negative lands at 15:08:50
+    assert set(rows) == {"p1", "p2", "filler", "filler2"}, sorted(rows)  # each once
+    assert (str(rows["p1"]["dt"]), rows["p1"]["hour"], rows["p2"]["hour"]) == ("2025-06-15", 15, 15)
+    # filler's negative (15:08:50) comes out after filler2's click (17:06:40): late, so it lands
+    # in the watermark's hour, never in hour 15 after that hour was marked complete
+    assert rows["filler"]["hour"] in (15, 16, 17) and rows["filler2"]["hour"] == 17
     p1, p2 = rows["p1"], rows["p2"]
     assert p1["labels"]["click"] == 1 and p1["user_id"] == 5 and p1["sparse"] == {"item": [11]}
     assert p1["join_delay_ms"] == 1_000 and p1["sample_rate"] == 1.0 and p1["dense"] == {"age": 0.5}

@@ -232,3 +232,40 @@ def test_training_rollback_reaches_serving(cluster):
     (stats,) = serve.stats()
     assert stats["tables"]["emb"]["rows"] == len(kept)
     assert stats["sync"]["resets_applied"] >= 1 and stats["sync"]["bad_messages"] == 0
+
+
+def test_a_reset_to_a_deleted_snapshot_falls_back_to_the_newest(cluster):
+    """A replica reading the topic from the start meets a reset whose snapshot is gone: after
+    a few retries it loads the newest snapshot and converges to training."""
+    from flywheel.hdfs import webhdfs
+    from paramserver.snapshots import snapshot_all
+
+    cluster.env["FLYWHEEL__PARAMSERVER__SNAPSHOT_DIR"] = f"/flywheel/it-snapshots/{uuid.uuid4().hex[:8]}"
+    cluster.env["FLYWHEEL__PARAMSERVER__SHARDS"] = "1"
+    cluster.cfg = load_config(environ=cluster.env)
+    cluster.start("training", 0)
+    train = cluster.client("training")
+    ids = np.arange(1, 801, dtype=np.uint64)
+    train.pull("emb", ids, insert=True)
+    train.push("emb", ids, -np.ones((len(ids), 8), np.float32))
+    first = snapshot_all(cluster.cfg, log_to_mlflow=False)
+    cluster.procs[("training", 0)].send_signal(signal.SIGKILL)  # restart: ships reset(first)
+    cluster.procs[("training", 0)].wait(timeout=10)
+    cluster.start("training", 0)
+    train = cluster.client("training")
+    train.push("emb", ids[:50], -np.ones((50, 8), np.float32))
+    snapshot_all(cluster.cfg, log_to_mlflow=False)
+    webhdfs(cluster.cfg).rm(f"{cluster.cfg.paramserver.snapshot_dir}/{first['snapshot_id']}", recursive=True)
+    train.push("emb", ids[-50:], -np.ones((50, 8), np.float32))  # after the newest snapshot
+
+    serve_env = {**cluster.env}
+    proc = subprocess.Popen([str(FLYWHEEL), "ps", "serving", "--shard", "0", "--restore", "none"], env=serve_env,
+                            stdout=open(cluster.cfg.stack.logs / "test-ps-serving-fallback.log", "ab"),
+                            stderr=subprocess.STDOUT)
+    cluster.procs[("serving", 0)] = proc
+    serve = cluster.client("serving")
+    wait_equal(serve, ids, train.pull("emb", ids), timeout_s=60)
+    (stats,) = serve.stats()
+    from paramserver.sync import RESET_ATTEMPTS
+
+    assert stats["sync"]["reset_retries"] == RESET_ATTEMPTS and stats["sync"]["resets_applied"] >= 1
