@@ -153,7 +153,10 @@ class PathAssignment:
                 counts[path] -= 1
             chosen: list[tuple] = []
             mass = 1e-12
+            # the best-scored paths, and the item's current ones (score 0 if unseen): when every
+            # scored path is crowded, the penalty can leave the item where it is
             candidates = sorted(row.items(), key=lambda kv: -kv[1])[:8 * self.j]
+            candidates += [(p, row.get(p, 0.0)) for p in old if p not in dict(candidates)]
             for _ in range(self.j):
                 best, best_gain = None, -np.inf
                 for path, s in candidates:
