@@ -24,16 +24,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import models  # noqa: E402,F401
-import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from models.deep_retrieval import DeepRetrieval, PathAssignment  # noqa: E402
 from models.evaluation import auc_per_task, recall_precision_at_k  # noqa: E402
 from models.mmoe import MMoE  # noqa: E402
 from models.movielens import examples, load, time_split  # noqa: E402
 from models.ranking import RankingTrainer  # noqa: E402
-from models.sparse import LocalTables, Slot, SparseBatch, train_step  # noqa: E402
-from models.two_tower import TwoTower, UserTower  # noqa: E402
+from models.retrieval import DeepRetrievalTrainer, TwoTowerTrainer  # noqa: E402
+from models.sparse import LocalTables, Slot  # noqa: E402
 from paramserver.config import Adagrad, TableConfig  # noqa: E402
 from paramserver.table import EmbeddingTable  # noqa: E402
 
@@ -110,85 +108,32 @@ def user_queries(data, train, test) -> tuple[list[dict], dict[int, set[int]]]:
     return queries, truth
 
 
-def user_vectors(tower, source, queries: list[dict]) -> tf.Tensor:
-    batch = SparseBatch.from_examples(queries, USER_SLOTS)
-    rows = {t: tf.constant(r) for t, r in batch.pull(source).items()}
-    return tower(batch.embed(rows))
-
-
 def retrieval(data, train, test, args) -> dict:
-    items = data.items
-    index_of = {int(i): n for n, i in enumerate(items)}
     pairs = examples(data, train, negatives=0, seed=args.seed)
     queries, truth = user_queries(data, train, test)
-    truth_idx = {u: {index_of[i] for i in s if i in index_of} for u, s in truth.items()}
     rng = np.random.default_rng(args.seed)
-    by_user = {q["user_id"]: n for n, q in enumerate(queries)}
     out = {}
-
-    def fit(source, variables, opt, loss_of, after_batch=None, after_epoch=None) -> float:
-        """Train on the (user, item) pairs for ``args.epochs``; returns seconds taken.
-        ``loss_of(slot embeddings, item indices)``; weights are created by a first forward pass."""
-        started, warmed = time.perf_counter(), False
+    keras.utils.set_random_seed(args.seed)
+    trainers = {
+        "deep_retrieval": DeepRetrievalTrainer(tables(args.dim), USER_SLOTS, data.items, depth=args.depth,
+                                               width=args.width, beam=args.beam, paths_per_item=args.paths,
+                                               alpha=args.alpha, seed=args.seed),
+        "two_tower": TwoTowerTrainer(tables(args.dim), USER_SLOTS, data.items),
+    }
+    for name, trainer in trainers.items():
+        keras.utils.set_random_seed(args.seed)
+        started = time.perf_counter()
         for epoch in range(args.epochs):
             for batch in batches([pairs[i] for i in rng.permutation(len(pairs))], 256):
-                item_idx = np.array([index_of[e["item_id"]] for e in batch])
-                sb = SparseBatch.from_examples(batch, USER_SLOTS)
-                if not warmed:
-                    loss_of(sb.embed({t: tf.constant(r) for t, r in sb.pull(source).items()}), item_idx)
-                    warmed = True
-                train_step(source, sb, variables(), opt, lambda e, i=item_idx: loss_of(e, i))
-                if after_batch:
-                    after_batch(item_idx)
-            if after_epoch:
-                after_epoch(epoch)
-        return time.perf_counter() - started
-
-    # Deep Retrieval
-    keras.utils.set_random_seed(args.seed)
-    source, tower = tables(args.dim), UserTower([s.name for s in USER_SLOTS], dim=32)
-    dr = DeepRetrieval(len(items), depth=args.depth, width=args.width, user_dim=32)
-    paths = PathAssignment(len(items), args.depth, args.width, args.paths, seed=args.seed)
-    last_users = {}
-
-    def dr_loss(embedded, item_idx):
-        user = last_users["user"] = tower(embedded)
-        return dr.structure_loss(user, tf.constant(paths.item_paths[item_idx])) + dr.rerank_loss(user, item_idx)
-
-    def dr_scores(item_idx):  # the streaming path scores of the M-step
-        paths.accumulate(item_idx, *dr.beam_search(tf.stop_gradient(last_users["user"]), args.beam))
-
-    def dr_m_step(epoch):
-        changed = paths.m_step(args.alpha)
-        print(f"  DR epoch {epoch + 1}: {changed} items moved; largest path {paths.sizes().max()} items", flush=True)
-
-    dr_train_s = fit(source, lambda: tower.trainable_variables + dr.trainable_variables, keras.optimizers.Adam(2e-3),
-                     dr_loss, dr_scores, dr_m_step)
-    users = user_vectors(tower, source, queries)
-    beam_paths, _ = dr.beam_search(users, args.beam)
-
-    def dr_retrieve(user, k):
-        n = by_user[user]
-        cand = paths.candidates(beam_paths[n])
-        if not cand:
-            return [], 0
-        scores = dr.rerank_logits(users[n:n + 1], tf.constant([cand])).numpy()[0]
-        return [cand[i] for i in np.argsort(-scores)[:k]], len(cand)
-
-    out["deep_retrieval"] = {**recall_precision_at_k(dr_retrieve, truth_idx, args.k, len(items)),
-                             "train_s": dr_train_s}
-
-    # Two-tower, brute force
-    keras.utils.set_random_seed(args.seed)
-    source, tower = tables(args.dim), UserTower([s.name for s in USER_SLOTS], dim=32)
-    tt = TwoTower(tower, len(items), dim=32)
-    tt_train_s = fit(source, lambda: tt.trainable_variables, keras.optimizers.Adam(2e-3),
-                     lambda e, i: tt.loss_of(e, tf.constant(i)))
-    users = user_vectors(tower, source, queries)
-    _, top = tt.index(args.k)(users)
-    top = top.numpy()
-    out["two_tower"] = {**recall_precision_at_k(lambda u, k: (list(top[by_user[u]][:k]), len(items)), truth_idx,
-                                                args.k, len(items)), "train_s": tt_train_s}
+                trainer.train_batch(batch)
+            if isinstance(trainer, DeepRetrievalTrainer):
+                changed = trainer.end_epoch()
+                print(f"  DR epoch {epoch + 1}: {changed} items moved; "
+                      f"largest path {trainer.paths.sizes().max()} items", flush=True)
+        train_s = time.perf_counter() - started
+        found = dict(zip((q["user_id"] for q in queries), trainer.retrieve(queries, args.k)))
+        out[name] = {**recall_precision_at_k(lambda user, k: found[user], truth, args.k, len(data.items)),
+                     "train_s": train_s}
     return out
 
 

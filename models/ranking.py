@@ -19,7 +19,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.mmoe import MMoE, weighted_loss
-from models.sparse import EmbeddingSource, Slot, SparseBatch, embed_slots
+from models.sparse import EmbeddingSource, Gradients, Slot, SparseBatch, embed_slots, push_gradients
 
 
 class RankingTrainer:
@@ -68,7 +68,7 @@ class RankingTrainer:
         self.optimizer.apply_gradients(zip(grads[1], dense_vars))
         return loss, {t: tf.convert_to_tensor(g) for t, g in grads[0].items()}
 
-    def step(self, examples: list[dict]) -> tuple[float, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    def step(self, examples: list[dict]) -> tuple[float, Gradients]:
         """One training step on ``examples``: dense weights updated here; returns the loss and
         {table: (unique ids, row gradients)} to push."""
         batch, tensors = self.inputs(examples)
@@ -82,8 +82,7 @@ class RankingTrainer:
     def train_batch(self, examples: list[dict]) -> float:
         """``step``, then push the sparse gradients to the source; returns the loss."""
         loss, grads = self.step(examples)
-        for table, (ids, g) in grads.items():
-            self.source.push(table, ids, g)
+        push_gradients(self.source, grads)
         return loss
 
     def score(self, examples: list[dict]) -> dict[str, np.ndarray]:

@@ -111,10 +111,6 @@ class SparseBatch:
         """``index`` as tensors: what a ``tf.function`` takes as arguments (never baked in)."""
         return {name: (tf.constant(p), tf.constant(e)) for name, (p, e) in self.index.items()}
 
-    def push(self, source: EmbeddingSource, grads: dict[str, np.ndarray]) -> int:
-        """Push each table's row gradients; returns rows updated."""
-        return sum(source.push(table, self.unique[table], grads[table]) for table in self.unique)
-
 
 def embed_slots(rows: dict[str, tf.Tensor], index: dict[str, tuple[tf.Tensor, tf.Tensor]],
                 tables: dict[str, str], size) -> dict[str, tf.Tensor]:
@@ -126,16 +122,25 @@ def embed_slots(rows: dict[str, tf.Tensor], index: dict[str, tuple[tf.Tensor, tf
     return out
 
 
+Gradients = dict[str, tuple[np.ndarray, np.ndarray]]
+"""table -> (unique ids, row gradients): what a step hands to ``push_gradients`` (or to the
+online trainer, which pushes with its exactly-once bookkeeping)."""
+
+
 def train_step(source: EmbeddingSource, batch: SparseBatch, variables: list[tf.Variable], optimizer,
-               loss_of: Callable[[dict[str, tf.Tensor]], tf.Tensor]) -> float:
+               loss_of: Callable[[dict[str, tf.Tensor]], tf.Tensor]) -> tuple[float, Gradients]:
     """One eager step of any graph over a batch's slot embeddings: pull (inserting), compute
-    ``loss_of(slot embeddings)``, apply the dense gradients to ``variables``, push the row
-    gradients to the tables. Returns the loss. (RankingTrainer has a compiled variant.)"""
+    ``loss_of(slot embeddings)``, apply the dense gradients to ``variables``; returns the loss
+    and the row gradients to push. (RankingTrainer has a compiled variant.)"""
     rows = {t: tf.constant(r) for t, r in batch.pull(source, insert=True).items()}
     with tf.GradientTape() as tape:
         tape.watch(rows)
         loss = loss_of(batch.embed(rows))
     row_grads, var_grads = tape.gradient(loss, [rows, variables])
     optimizer.apply_gradients(zip(var_grads, variables))
-    batch.push(source, {t: tf.convert_to_tensor(g).numpy() for t, g in row_grads.items()})
-    return float(loss)
+    return float(loss), {t: (batch.unique[t], tf.convert_to_tensor(g).numpy()) for t, g in row_grads.items()}
+
+
+def push_gradients(source: EmbeddingSource, grads: Gradients) -> int:
+    """Push each table's row gradients (the optimizer runs in the table); rows updated."""
+    return sum(source.push(table, ids, g) for table, (ids, g) in grads.items())

@@ -31,9 +31,9 @@ class TwoTower(keras.Model):
         self.items = keras.layers.Embedding(n_items, dim, name="item_tower")
         self.task = tfrs.tasks.Retrieval()
 
-    def loss_of(self, embedded: dict[str, tf.Tensor], items: tf.Tensor) -> tf.Tensor:
-        """In-batch softmax loss of (user, item) positives."""
-        return self.task(self.user_tower(embedded), self.items(items))
+    def loss_of(self, user: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        """In-batch softmax loss of (user vector, item index) positives."""
+        return self.task(user, self.items(items))
 
     def index(self, k: int) -> tfrs.layers.factorized_top_k.BruteForce:
         """A brute-force index over every item's vector (rebuild after training)."""

@@ -1,0 +1,138 @@
+"""Training and querying candidate generators on PS-held user features: one class per model
+for batch and online training (only the input differs), like ``RankingTrainer``.
+
+Both read the user's slot embeddings (user id, history, attributes) through the sparse
+plumbing, turn them into a user vector with a ``UserTower``, and learn from (user, item)
+positives: ``step(examples)`` updates the dense weights and returns the row gradients to push;
+``train_batch`` pushes them too. Items are catalogue indices (``items`` maps ID -> index).
+
+- :class:`DeepRetrievalTrainer`: the structure model's E-step, the reranker, and the streaming
+  path scores (a beam per example); ``end_epoch`` runs the M-step. Queries score only the
+  items on the beam's paths.
+- :class:`TwoTowerTrainer`: in-batch softmax; queries score every item (brute force).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import models  # noqa: F401  (TF environment first)
+import tensorflow as tf
+import tf_keras as keras
+
+from models.deep_retrieval import DeepRetrieval, PathAssignment
+from models.sparse import EmbeddingSource, Gradients, Slot, SparseBatch, push_gradients, train_step
+from models.two_tower import TwoTower, UserTower
+
+
+class _UserModelTrainer:
+    """What both trainers share: items, the user tower, the step around a loss."""
+
+    def __init__(self, source: EmbeddingSource, slots: list[Slot], items: np.ndarray, user_dim: int,
+                 learning_rate: float):
+        self.source, self.slots = source, list(slots)
+        self.items = np.asarray(items)
+        self.index_of = {int(i): n for n, i in enumerate(self.items)}
+        self.tower = UserTower([s.name for s in self.slots], dim=user_dim)
+        self.optimizer = keras.optimizers.Adam(learning_rate)
+        self._warm = False
+
+    def _variables(self) -> list[tf.Variable]:
+        raise NotImplementedError
+
+    def _loss(self, user: tf.Tensor, item_idx: np.ndarray) -> tf.Tensor:
+        raise NotImplementedError
+
+    def step(self, examples: list[dict]) -> tuple[float, Gradients]:
+        """One step on positives (``example["item_id"]``); returns the loss and row gradients."""
+        item_idx = np.array([self.index_of[e["item_id"]] for e in examples])
+        batch = SparseBatch.from_examples(examples, self.slots)
+        if not self._warm:  # Keras creates weights on the first call
+            self._loss(self.tower(batch.embed({t: tf.constant(r) for t, r in batch.pull(self.source).items()})),
+                       item_idx)
+            self._warm = True
+        self._last = None
+        loss, grads = train_step(self.source, batch, self._variables(), self.optimizer,
+                                 lambda embedded: self._loss(self._remember(self.tower(embedded)), item_idx))
+        self._after_step(item_idx)
+        return loss, grads
+
+    def _remember(self, user: tf.Tensor) -> tf.Tensor:
+        self._last = user
+        return user
+
+    def _after_step(self, item_idx: np.ndarray) -> None:
+        pass
+
+    def train_batch(self, examples: list[dict]) -> float:
+        loss, grads = self.step(examples)
+        push_gradients(self.source, grads)
+        return loss
+
+    def user_vectors(self, queries: list[dict]) -> tf.Tensor:
+        """User vectors for query examples (``sparse`` slots only; no inserts)."""
+        batch = SparseBatch.from_examples(queries, self.slots)
+        return self.tower(batch.embed({t: tf.constant(r) for t, r in batch.pull(self.source).items()}))
+
+
+class DeepRetrievalTrainer(_UserModelTrainer):
+    """Deep Retrieval over a user tower (see models/deep_retrieval.py for the model).
+
+    Args:
+      depth, width, beam, paths_per_item, alpha: D, K, B, J and the path-size penalty weight.
+    """
+
+    def __init__(self, source: EmbeddingSource, slots: list[Slot], items: np.ndarray, depth: int = 2,
+                 width: int = 16, beam: int = 14, paths_per_item: int = 3, alpha: float = 1e-3,
+                 user_dim: int = 32, learning_rate: float = 2e-3, seed: int = 0):
+        super().__init__(source, slots, items, user_dim, learning_rate)
+        self.beam, self.alpha = beam, alpha
+        self.model = DeepRetrieval(len(self.items), depth=depth, width=width, user_dim=user_dim)
+        self.paths = PathAssignment(len(self.items), depth, width, paths_per_item, seed=seed)
+
+    def _variables(self):
+        return self.tower.trainable_variables + self.model.trainable_variables
+
+    def _loss(self, user, item_idx):
+        return (self.model.structure_loss(user, tf.constant(self.paths.item_paths[item_idx]))
+                + self.model.rerank_loss(user, item_idx))
+
+    def _after_step(self, item_idx):  # the streaming path scores of the M-step
+        self.paths.accumulate(item_idx, *self.model.beam_search(tf.stop_gradient(self._last), self.beam))
+
+    def end_epoch(self) -> int:
+        """The M-step; returns how many items changed paths."""
+        return self.paths.m_step(self.alpha)
+
+    def retrieve(self, queries: list[dict], k: int) -> list[tuple[list[int], int]]:
+        """Per query: (top-k item IDs by the reranker among the beam's items, items scored)."""
+        users = self.user_vectors(queries)
+        beams, _ = self.model.beam_search(users, self.beam)
+        out = []
+        for n in range(len(queries)):
+            cand = self.paths.candidates(beams[n])
+            if not cand:
+                out.append(([], 0))
+                continue
+            scores = self.model.rerank_logits(users[n:n + 1], tf.constant([cand])).numpy()[0]
+            out.append(([int(self.items[cand[i]]) for i in np.argsort(-scores)[:k]], len(cand)))
+        return out
+
+
+class TwoTowerTrainer(_UserModelTrainer):
+    """The tensorflow-recommenders two-tower baseline (see models/two_tower.py)."""
+
+    def __init__(self, source: EmbeddingSource, slots: list[Slot], items: np.ndarray, user_dim: int = 32,
+                 learning_rate: float = 2e-3):
+        super().__init__(source, slots, items, user_dim, learning_rate)
+        self.model = TwoTower(self.tower, len(self.items), dim=user_dim)
+
+    def _variables(self):
+        return self.model.trainable_variables
+
+    def _loss(self, user, item_idx):
+        return self.model.loss_of(user, tf.constant(item_idx))
+
+    def retrieve(self, queries: list[dict], k: int) -> list[tuple[list[int], int]]:
+        _, top = self.model.index(k)(self.user_vectors(queries))
+        return [([int(self.items[i]) for i in row], len(self.items)) for row in top.numpy()]
