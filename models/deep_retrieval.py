@@ -156,7 +156,8 @@ class PathAssignment:
             # the best-scored paths, and the item's current ones (score 0 if unseen): when every
             # scored path is crowded, the penalty can leave the item where it is
             candidates = sorted(row.items(), key=lambda kv: -kv[1])[:8 * self.j]
-            candidates += [(p, row.get(p, 0.0)) for p in old if p not in dict(candidates)]
+            scored = {p for p, _ in candidates}
+            candidates += [(p, row.get(p, 0.0)) for p in old if p not in scored]
             for _ in range(self.j):
                 best, best_gain = None, -np.inf
                 for path, s in candidates:

@@ -72,7 +72,7 @@ class RankingTrainer:
         """One training step on ``examples``: dense weights updated here; returns the loss and
         {table: (unique ids, row gradients)} to push."""
         batch, tensors = self.inputs(examples)
-        rows = {t: tf.constant(r) for t, r in batch.pull(self.source, insert=True).items()}
+        rows = batch.pull(self.source, insert=True)
         if not self.model.built:  # Keras creates the weights on the first call, outside tf.function
             self.model({"features": self._features(rows, batch.tensors(), tensors["dense"]),
                         "position": tensors["position"]}, training=True)
@@ -88,6 +88,6 @@ class RankingTrainer:
     def score(self, examples: list[dict]) -> dict[str, np.ndarray]:
         """Serving scores per task (no position bias, no inserts), {task: [n]}."""
         batch, tensors = self.inputs(examples)
-        rows = {t: tf.constant(r) for t, r in batch.pull(self.source).items()}
+        rows = batch.pull(self.source)
         features = self._features(rows, batch.tensors(), tensors["dense"])
         return {t: v.numpy() for t, v in self.model.predict_scores({"features": features}).items()}

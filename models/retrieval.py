@@ -48,8 +48,7 @@ class _UserModelTrainer:
         item_idx = np.array([self.index_of[e["item_id"]] for e in examples])
         batch = SparseBatch.from_examples(examples, self.slots)
         if not self._warm:  # Keras creates weights on the first call
-            self._loss(self.tower(batch.embed({t: tf.constant(r) for t, r in batch.pull(self.source).items()})),
-                       item_idx)
+            self._loss(self._users(batch), item_idx)
             self._warm = True
         self._last = None
         loss, grads = train_step(self.source, batch, self._variables(), self.optimizer,
@@ -71,8 +70,10 @@ class _UserModelTrainer:
 
     def user_vectors(self, queries: list[dict]) -> tf.Tensor:
         """User vectors for query examples (``sparse`` slots only; no inserts)."""
-        batch = SparseBatch.from_examples(queries, self.slots)
-        return self.tower(batch.embed({t: tf.constant(r) for t, r in batch.pull(self.source).items()}))
+        return self._users(SparseBatch.from_examples(queries, self.slots))
+
+    def _users(self, batch: SparseBatch) -> tf.Tensor:
+        return self.tower(batch.embed(batch.pull(self.source)))
 
 
 class DeepRetrievalTrainer(_UserModelTrainer):

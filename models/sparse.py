@@ -13,7 +13,7 @@ Example::
 
     slots = [Slot("user", "user_id"), Slot("item", "item_id"), Slot("history", "item_id")]
     batch = SparseBatch.from_examples(examples, slots)
-    rows = batch.pull(source, insert=True)            # {table: [n_unique, dim]}
+    rows = batch.pull(source, insert=True)            # {table: [n_unique, dim] tensor}
     embedded = batch.embed(rows)                      # {slot: [batch, dim]}, mean-pooled
 """
 
@@ -98,9 +98,10 @@ class SparseBatch:
                 start += n
         return cls(len(examples), slots, unique, index)
 
-    def pull(self, source: EmbeddingSource, insert: bool = False) -> dict[str, np.ndarray]:
-        """Each table's rows for its unique IDs, [n_unique, dim] float32 (insert: trainers)."""
-        return {table: source.pull(table, ids, insert=insert) for table, ids in self.unique.items()}
+    def pull(self, source: EmbeddingSource, insert: bool = False) -> dict[str, tf.Tensor]:
+        """Each table's rows for its unique IDs, [n_unique, dim] float32 tensors, ready for
+        :meth:`embed` (insert: trainers)."""
+        return {table: tf.constant(source.pull(table, ids, insert=insert)) for table, ids in self.unique.items()}
 
     def embed(self, rows: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """slot -> [size, dim]: the mean of the slot's rows per example (zeros when empty).
@@ -132,7 +133,7 @@ def train_step(source: EmbeddingSource, batch: SparseBatch, variables: list[tf.V
     """One eager step of any graph over a batch's slot embeddings: pull (inserting), compute
     ``loss_of(slot embeddings)``, apply the dense gradients to ``variables``; returns the loss
     and the row gradients to push. (RankingTrainer has a compiled variant.)"""
-    rows = {t: tf.constant(r) for t, r in batch.pull(source, insert=True).items()}
+    rows = batch.pull(source, insert=True)
     with tf.GradientTape() as tape:
         tape.watch(rows)
         loss = loss_of(batch.embed(rows))
