@@ -220,6 +220,17 @@ class JoinerConfig(_Section):
     label_window_s: float = Field(1800, gt=0)  # no action this long after serving: a negative
     retention_days: float = Field(7, gt=0)  # an action this late (event time) still joins
     negative_rate: float = Field(0.1, gt=0, le=1)  # share of negatives kept; written on each example
+    negative_rates: dict[str, float] = {}  # per-task overrides of negative_rate (task -> 0 < r <= 1)
+
+    @field_validator("negative_rates")
+    @classmethod
+    def _known_tasks(cls, rates: dict[str, float]) -> dict[str, float]:
+        from streaming.sampling import check_rates
+        from streaming.schemas import TASKS
+
+        if unknown := sorted(set(rates) - set(TASKS)):
+            raise ValueError(f"joiner.negative_rates: unknown tasks {unknown}; tasks are {', '.join(TASKS)}")
+        return check_rates(rates) if rates else rates
     out_of_orderness_s: float = Field(5, ge=0)
     idle_timeout_s: float = Field(30, gt=0)
     delivery: str = Field("exactly-once", pattern="^(exactly-once|at-least-once)$")

@@ -63,7 +63,9 @@ def arguments(cfg: FlywheelConfig) -> list[str]:
     args = {
         "bootstrap": cfg.kafka_bootstrap, **topics,
         "label-window-s": j.label_window_s, "retention-s": j.retention_days * 86_400,
-        "negative-rate": j.negative_rate, "out-of-orderness-s": j.out_of_orderness_s,
+        "negative-rate": j.negative_rate,
+        "negative-rates": ",".join(f"{task}={rate}" for task, rate in j.negative_rates.items()),
+        "out-of-orderness-s": j.out_of_orderness_s,
         "idle-timeout-s": j.idle_timeout_s, "parallelism": j.parallelism or cfg.flink.parallelism,
         "group": j.group, "delivery": j.delivery, "land-lateness-s": j.land_lateness_s,
         "land-path": f"{cfg.hdfs_uri}{j.examples_dir}" if j.examples_dir else "",

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import models  # noqa: F401  (TF environment first)
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -81,15 +82,27 @@ class MMoE(keras.Model):
         return {t: tf.sigmoid(v) for t, v in self(inputs, training=False, with_bias=False).items()}
 
 
-def weighted_loss(logits: dict[str, tf.Tensor], labels: dict[str, tf.Tensor], sample_rate: tf.Tensor) -> tf.Tensor:
-    """Sum over tasks of the mean binary cross-entropy, each example weighted 1 / sample_rate.
+def weighted_loss(logits: dict[str, tf.Tensor], labels: dict[str, tf.Tensor],
+                  weights: dict[str, tf.Tensor]) -> tf.Tensor:
+    """Sum over tasks of the weighted mean binary cross-entropy; see :func:`task_weights`.
 
     Negatives kept with probability r stand for 1/r negatives: weighting them by 1/r makes the
-    loss (and so the learned probabilities) those of the unsampled stream.
+    loss (and so the learned probabilities) those of the unsampled stream. A task whose
+    weights are all 0 in the batch adds 0.
     """
-    weights = 1.0 / tf.cast(sample_rate, tf.float32)
     total = 0.0
     for task, logit in logits.items():
         ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(labels[task], tf.float32), logits=logit)
-        total += tf.reduce_sum(ce * weights) / tf.reduce_sum(weights)
+        total += tf.math.divide_no_nan(tf.reduce_sum(ce * weights[task]), tf.reduce_sum(weights[task]))
     return total
+
+
+def task_weights(examples: list[dict], tasks: list[str]) -> dict[str, np.ndarray]:
+    """Loss weight per task and example: ``1 / rate`` (``sample_rates[task]``, else
+    ``sample_rate``, else 1), and 0 where the rate is 0 (the example was not kept for the task)."""
+    out = {}
+    for task in tasks:
+        rates = np.array([(e.get("sample_rates") or {}).get(task, e.get("sample_rate", 1.0)) for e in examples],
+                         np.float32)
+        out[task] = np.divide(1.0, rates, out=np.zeros_like(rates), where=rates > 0)
+    return out

@@ -7,7 +7,8 @@ trainer (pipelines/online) pushes them with its exactly-once bookkeeping;
 ``train_batch`` pushes them itself (batch training, experiments).
 
 Examples are :class:`streaming.schemas.Example` dicts: ``sparse`` (slot -> IDs), ``dense``
-(name -> float), ``position``, ``labels`` (task -> 0/1), ``sample_rate``.
+(name -> float), ``position``, ``labels`` (task -> 0/1), ``sample_rate`` and optionally
+``sample_rates`` (task -> rate; see ``streaming.sampling``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import models  # noqa: F401  (TF environment first)
 import tensorflow as tf
 import tf_keras as keras
 
-from models.mmoe import MMoE, weighted_loss
+from models.mmoe import MMoE, task_weights, weighted_loss
 from models.sparse import EmbeddingSource, Gradients, Slot, SparseBatch, embed_slots, push_gradients
 
 
@@ -49,7 +50,7 @@ class RankingTrainer:
             # served features have no labels yet (scoring): zeros, unused
             "labels": {t: tf.constant([e.get("labels", {}).get(t, 0) for e in examples], tf.float32)
                        for t in self.model.tasks},
-            "sample_rate": tf.constant([e.get("sample_rate", 1.0) for e in examples], tf.float32),
+            "weights": {t: tf.constant(w) for t, w in task_weights(examples, self.model.tasks).items()},
         }
 
     def _features(self, rows, index, dense):
@@ -62,7 +63,7 @@ class RankingTrainer:
             tape.watch(rows)
             features = self._features(rows, index, batch["dense"])
             logits = self.model({"features": features, "position": batch["position"]}, training=True)
-            loss = weighted_loss(logits, batch["labels"], batch["sample_rate"])
+            loss = weighted_loss(logits, batch["labels"], batch["weights"])
         dense_vars = self.model.trainable_variables
         grads = tape.gradient(loss, [rows, dense_vars])
         self.optimizer.apply_gradients(zip(grads[1], dense_vars))

@@ -21,6 +21,8 @@ sparse         dict     F E   slot name -> feature IDs, 0..2^63-1 (default empty
 dense          dict     F E   name -> finite float (default empty)                         -
 labels         dict     E     task -> 0/1, exactly the tasks in ``TASKS``                  -
 sample_rate    float    E     probability this example was kept, 0 < r <= 1                -
+sample_rates   dict     E     task -> its rate, 0 <= r <= 1, when tasks differ (default    -
+                              null: every task has ``sample_rate``); 0 = not kept for it
 join_delay_ms  int      E     from serving to emitting this example, >= 0                  ms
 is_correction  bool     E     a late positive re-emitted after a negative (default false)  -
 ============== ======== ===== ============================================================ ====
@@ -79,6 +81,9 @@ Slot = Annotated[list[FeatureId], Field(max_length=MAX_FEATURES_PER_SLOT)]
 Label = Annotated[int, Field(ge=0, le=1)]  # strict int: true and 1.0 are refused
 Labels = TypedDict("Labels", {task: Label for task in TASKS})  # type: ignore[misc]
 Labels.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[attr-defined]
+Rate = Annotated[float, Field(ge=0, le=1)]
+TaskRates = TypedDict("TaskRates", {task: Rate for task in TASKS})  # type: ignore[misc]
+TaskRates.__pydantic_config__ = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)  # type: ignore[attr-defined]
 
 
 REJECT_REASONS = ("too_large", "bad_json", "unknown_field", "missing_field", "bad_type", "out_of_range",
@@ -147,13 +152,25 @@ class _Joined(BaseModel):
     sample_rate: Annotated[float, Field(gt=0, le=1)]
     join_delay_ms: Annotated[int, Field(ge=0, le=INT63_MAX)]
     is_correction: bool = False
+    sample_rates: TaskRates | None = None  # see streaming.sampling
 
     @model_validator(mode="after")
-    def _correction_is_positive(self) -> _Joined:
+    def _consistent(self) -> _Joined:
         if self.is_correction and not any(self.labels.values()):
             raise PydanticCustomError("inconsistent", "a correction re-emits a late positive, but every label is 0",
                                       {"field": "is_correction"})
+        if self.sample_rates is not None:
+            if max(self.sample_rates.values()) != self.sample_rate:
+                raise PydanticCustomError("inconsistent", "sample_rate must be the largest of sample_rates",
+                                          {"field": "sample_rates"})
+            if any(self.labels[t] and r != 1 for t, r in self.sample_rates.items()):
+                raise PydanticCustomError("inconsistent", "a positive task is never sampled: its rate must be 1",
+                                          {"field": "sample_rates"})
         return self
+
+    def task_rates(self) -> dict[str, float]:
+        """Each task's rate: ``sample_rates``, or ``sample_rate`` for every task."""
+        return dict(self.sample_rates) if self.sample_rates is not None else dict.fromkeys(TASKS, self.sample_rate)
 
 
 class Example(_Joined, _Served):
@@ -161,10 +178,11 @@ class Example(_Joined, _Served):
 
     @classmethod
     def from_features(cls, features: Features, labels: dict[str, int], sample_rate: float,
-                      join_delay_ms: int, is_correction: bool = False) -> Example:
+                      join_delay_ms: int, is_correction: bool = False,
+                      sample_rates: dict[str, float] | None = None) -> Example:
         """The example for ``features`` (valid already, so not re-checked; its dicts are shared)."""
         joined = _Joined(labels=labels, sample_rate=sample_rate, join_delay_ms=join_delay_ms,
-                         is_correction=is_correction)
+                         is_correction=is_correction, sample_rates=sample_rates)
         return cls.model_construct(**dict(features), **dict(joined))
 
 
@@ -276,7 +294,7 @@ def _schema_error(schema: type[BaseModel], exc: ValidationError) -> SchemaError:
     elif reason == "bad_json":
         expected = "one JSON object" if err["type"] == "model_type" else err["msg"]
     elif reason == "unknown_field":
-        known = TASKS if field.startswith("labels.") else schema.model_fields
+        known = TASKS if field.startswith(("labels.", "sample_rates.")) else schema.model_fields
         expected = "no such field; known: " + ", ".join(known)
     elif reason == "missing_field":
         expected, value = "a value (field required)", "nothing"

@@ -10,8 +10,9 @@ into training ``examples``, keyed by (request_id, item_id), in event time.
 - Per key, features wait in ``ValueState`` and actions that came first in ``ListState``
   (RocksDB, the cluster's backend): an action that joins emits a positive at once (labels
   cumulative over the key's actions); at ``features.event_time + label_window`` a key with no
-  positive becomes a negative, kept with probability ``negative_rate`` (decided by a hash of
-  the key, so a replay keeps the same ones) and carrying ``sample_rate``; an action after that
+  positive becomes a negative, kept per task with that task's negative rate (a hash of the
+  key decides, so a replay keeps the same ones: :mod:`streaming.sampling`) and carrying
+  ``sample_rate`` (and ``sample_rates`` when the tasks' rates differ); an action after that
   negative (within retention) emits a corrected positive (``is_correction``); at
   ``max(event times) + retention`` the key's state is cleared.
 
@@ -25,7 +26,6 @@ Run (``flywheel.flinkjobs.submit`` does this with the stack's environment)::
 from __future__ import annotations
 
 import argparse
-import hashlib
 
 from pyflink.common import Duration, Row, WatermarkStrategy
 from pyflink.common.serialization import ByteArraySchema
@@ -38,6 +38,7 @@ from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
 from streaming.jobs.landing import land_examples, sql_options
+from streaming.sampling import example_rates, parse_rates, sample_negative
 from streaming.schemas import (
     REJECT_REASONS,
     TASKS,
@@ -101,12 +102,6 @@ class EventTime(TimestampAssigner):
         return value[2]
 
 
-def keep_negative(key: str, rate: float) -> bool:
-    """Whether the negative of ``key`` is kept: a stable hash of the key, uniform in [0, 1), < rate."""
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 < rate
-
-
 class Join(KeyedProcessFunction):
     """Joins one (request_id, item_id): see the module docstring for the rules.
 
@@ -118,8 +113,8 @@ class Join(KeyedProcessFunction):
     came before the features.
     """
 
-    def __init__(self, label_window_ms: int, retention_ms: int, negative_rate: float):
-        self.window, self.retention, self.rate = label_window_ms, retention_ms, negative_rate
+    def __init__(self, label_window_ms: int, retention_ms: int, negative_rates: dict[str, float]):
+        self.window, self.retention, self.rates = label_window_ms, retention_ms, negative_rates
 
     def open(self, runtime_context: RuntimeContext):
         # Type infos are made here (module-level ones hold Java objects, which do not pickle).
@@ -177,9 +172,10 @@ class Join(KeyedProcessFunction):
         if raw is not None and not outcome:
             features = parse_features(raw)
             if timestamp >= features.event_time + self.window:
-                if keep_negative(ctx.get_current_key(), self.rate):
+                if kept := sample_negative(ctx.get_current_key(), self.rates):
                     state[2] = "negative"
-                    example = Example.from_features(features, dict(NO_LABELS), self.rate, self.window)
+                    rate, rates = example_rates(kept)
+                    example = Example.from_features(features, dict(NO_LABELS), rate, self.window, sample_rates=rates)
                     yield Row(key_of(example), encode(example))
                 else:
                     state[2] = "dropped"
@@ -229,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--label-window-s", type=float, default=1800, help="action window after serving, s")
     parser.add_argument("--retention-s", type=float, default=7 * 86400, help="state kept after the last event, s")
     parser.add_argument("--negative-rate", type=float, default=0.1, help="share of negatives kept, 0 < r <= 1")
+    parser.add_argument("--negative-rates", default="", help="per-task overrides of --negative-rate, "
+                        f"e.g. like=0.3,share=1 (tasks: {', '.join(TASKS)})")
     parser.add_argument("--out-of-orderness-s", type=float, default=5, help="watermark lag behind event time, s")
     parser.add_argument("--idle-timeout-s", type=float, default=30, help="a silent partition stops holding the watermark, s")
     parser.add_argument("--parallelism", type=int, default=0, help="0 = the cluster default")
@@ -239,8 +237,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--land-lateness-s", type=int, default=60,
                         help="an hour is complete this long (in example time) after it ends, s; >= the out-of-orderness")
     args = parser.parse_args(argv)
-    if not 0 < args.negative_rate <= 1:
-        parser.error(f"--negative-rate {args.negative_rate}: expected 0 < r <= 1")
+    try:
+        rates = parse_rates(args.negative_rates, TASKS, args.negative_rate)
+    except ValueError as err:
+        parser.error(f"--negative-rate/--negative-rates: {err}")
 
     env = StreamExecutionEnvironment.get_execution_environment()
     if args.parallelism:
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         dead.append(parsed.get_side_output(OutputTag(DEAD_LETTERS, keyed_bytes())))
         tagged.append(parsed.assign_timestamps_and_watermarks(watermarks).uid(f"watermarks-{kind}"))
-    join = Join(int(args.label_window_s * 1000), int(args.retention_s * 1000), args.negative_rate)
+    join = Join(int(args.label_window_s * 1000), int(args.retention_s * 1000), rates)
     examples = (
         tagged[0].union(tagged[1])
         .key_by(lambda record: record[1], key_type=Types.STRING())

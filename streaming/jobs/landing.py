@@ -36,6 +36,7 @@ EXAMPLE_COLUMNS = [
     ("sparse", "MAP<STRING, ARRAY<BIGINT>>"), ("dense", "MAP<STRING, DOUBLE>"),
     ("labels", "ROW<" + ", ".join(f"`{task}` INT" for task in TASKS) + ">"),
     ("sample_rate", "DOUBLE"), ("join_delay_ms", "BIGINT"), ("is_correction", "BOOLEAN"),
+    ("sample_rates", "ROW<" + ", ".join(f"`{task}` DOUBLE" for task in TASKS) + ">"),  # null: all = sample_rate
 ]
 
 

@@ -18,6 +18,7 @@ from flywheel import flinkjobs
 from flywheel.config import REPO_ROOT
 from flywheel.hdfs import webhdfs
 from flywheel.spark import spark_session
+from streaming.sampling import sample_negative
 from streaming.schemas import Action, Features, encode, key_of
 
 pytestmark = pytest.mark.integration
@@ -152,16 +153,22 @@ def test_negative_at_window_end_then_a_corrected_positive_three_days_late(joiner
     assert fix["join_delay_ms"] == three_days
 
 
-def test_negative_rate_is_written_on_kept_negatives(joiner):
-    j = joiner(**{"negative-rate": 0.5})
-    for i in range(40):
+def test_negatives_are_sampled_per_task_with_their_rates_written(joiner):
+    rates = {"click": 0.25, "like": 0.5, "finish": 0.5, "share": 0.5}
+    j = joiner(**{"negative-rate": 0.5, "negative-rates": "click=0.25"})
+    for i in range(60):
         j.send(features(f"n{i}", event_time=T0 + i))
     later = T0 + (WINDOW_S + 10) * 1000
     j.send(features("filler", item_id=1, event_time=later))
     j.send(action("filler", "impression", later, item_id=1))
-    negs = j.read("examples", 5, lambda r: r["request_id"].startswith("n"), settle_s=5)
-    assert all(n["sample_rate"] == 0.5 and not any(n["labels"].values()) for n in negs)
-    assert 5 <= len(negs) <= 35, len(negs)  # about half of 40, chosen by a hash of the key
+    negs = j.read("examples", 10, lambda r: r["request_id"].startswith("n"), settle_s=5)
+    # the same decisions as streaming.sampling makes offline for these keys
+    want = {f"n{i}": kept for i in range(60) if (kept := sample_negative(f"n{i}|7", rates))}
+    assert {n["request_id"] for n in negs} == set(want)
+    for n in negs:
+        assert not any(n["labels"].values()) and n["sample_rate"] == 0.5
+        assert n["sample_rates"] == want[n["request_id"]]  # click: 0.25 or 0 (not kept for click)
+    assert any(n["sample_rates"]["click"] == 0 for n in negs) and any(n["sample_rates"]["click"] for n in negs)
 
 
 def test_malformed_message_goes_to_dead_letters_and_joining_continues(joiner):
@@ -196,7 +203,8 @@ def wait_for_file(fs, path: str, timeout_s: float = 120) -> None:
 
 def test_examples_land_on_hdfs_in_hourly_parquet_partitions(joiner, stack):
     folder = f"{stack.hdfs.root}/it/landing-{uuid.uuid4().hex[:8]}"
-    j = joiner(**{"land-path": f"{stack.hdfs_uri}{folder}", "land-lateness-s": 10})
+    # every negative kept (rate 1), but for share (almost) never: per-task rates land too
+    j = joiner(**{"land-path": f"{stack.hdfs_uri}{folder}", "land-lateness-s": 10, "negative-rates": "share=1e-9"})
     # T0 is 2025-06-15 15:06:40 UTC: a positive and a negative in hour 15
     j.send(features("p1", user_id=5, item_id=11))
     j.send(action("p1", "click", T0 + 1_000, user_id=5, item_id=11))
@@ -229,3 +237,4 @@ def test_examples_land_on_hdfs_in_hourly_parquet_partitions(joiner, stack):
     assert p1["labels"]["click"] == 1 and p1["user_id"] == 5 and p1["sparse"] == {"item": [11]}
     assert p1["join_delay_ms"] == 1_000 and p1["sample_rate"] == 1.0 and p1["dense"] == {"age": 0.5}
     assert not any(p2["labels"].asDict().values()) and p2["join_delay_ms"] == WINDOW_S * 1000
+    assert p1["sample_rates"] is None and p2["sample_rates"].asDict() == {"click": 1, "like": 1, "finish": 1, "share": 0}

@@ -10,7 +10,7 @@ import models  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
-from models.mmoe import MMoE, weighted_loss
+from models.mmoe import MMoE, task_weights, weighted_loss
 from models.ranking import RankingTrainer
 from models.sparse import LocalTables, Slot, SparseBatch
 from paramserver.client import PSClient
@@ -73,12 +73,28 @@ def test_sampled_negatives_weigh_one_over_their_rate():
     logits = {"click": tf.constant([0.0, 0.0])}
     labels = {"click": tf.constant([1.0, 0.0])}
     ce = np.log(2.0)  # cross-entropy of logit 0 either way
-    assert float(weighted_loss(logits, labels, tf.constant([1.0, 1.0]))) == pytest.approx(ce)
+    weights = task_weights([{"sample_rate": 1.0}, {"sample_rate": 1.0}], ["click"])
+    assert float(weighted_loss(logits, labels, weights)) == pytest.approx(ce)
     # the same value, but the kept negative stands for 4: a positive loss term would weigh 1/5
     logits = {"click": tf.constant([2.0, 0.0])}
-    got = float(weighted_loss(logits, labels, tf.constant([1.0, 0.25])))
+    weights = task_weights([{"sample_rate": 1.0}, {"sample_rate": 0.25}], ["click"])
+    got = float(weighted_loss(logits, labels, weights))
     want = (np.log1p(np.exp(-2.0)) * 1 + ce * 4) / 5
     assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_per_task_rates_weigh_each_task_and_rate_zero_leaves_a_task_out():
+    negative = {"labels": {"click": 0, "like": 0}, "sample_rate": 0.5, "sample_rates": {"click": 0.0, "like": 0.5}}
+    weights = task_weights([{"sample_rate": 1.0}, negative], ["click", "like"])
+    np.testing.assert_array_equal(weights["click"], [1.0, 0.0])
+    np.testing.assert_array_equal(weights["like"], [1.0, 2.0])
+    logits = {"click": tf.constant([0.0, 5.0]), "like": tf.constant([0.0, 0.0])}
+    labels = {"click": tf.constant([1.0, 0.0]), "like": tf.constant([1.0, 0.0])}
+    # click: only the first example counts (the second's huge wrong logit is ignored)
+    assert float(weighted_loss(logits, labels, weights)) == pytest.approx(2 * np.log(2.0), rel=1e-5)
+    # a task with no weight in the batch adds nothing (no NaN)
+    empty = {"click": np.zeros(2, np.float32), "like": np.ones(2, np.float32)}
+    assert float(weighted_loss(logits, labels, empty)) == pytest.approx(np.log(2.0), rel=1e-5)
 
 
 def test_embeddings_are_mean_pooled_and_empty_slots_are_zero():
