@@ -85,6 +85,25 @@ class DeepRetrieval(keras.Model):
         """Softmax cross-entropy of the positive item over the catalogue."""
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(items, self.rerank_logits(user)))
 
+    def sampled_rerank_loss(self, user: tf.Tensor, items: np.ndarray, negatives: np.ndarray,
+                            item_log_q: np.ndarray, negative_log_q: np.ndarray) -> tf.Tensor:
+        """Sampled softmax of the positive against drawn negatives, logQ-corrected.
+
+        Each logit is reduced by the log probability its item was drawn with, so items drawn
+        often (popular ones) are not pushed down more than the full softmax would push them.
+        Negatives that are the positive itself or outside the catalogue (index -1) are masked.
+
+        Args:
+          items [n] positive indices; negatives [n, k] indices (or -1); *_log_q: log q of each.
+        """
+        valid = (negatives >= 0) & (negatives != items[:, None])
+        candidates = np.concatenate([items[:, None], np.where(valid, negatives, 0)], axis=1)
+        logits = self.rerank_logits(user, tf.constant(candidates))
+        log_q = tf.constant(np.concatenate([item_log_q[:, None], negative_log_q], axis=1), tf.float32)
+        mask = tf.constant(np.concatenate([np.ones((len(items), 1), bool), valid], axis=1))
+        logits = tf.where(mask, logits - log_q, tf.fill(tf.shape(logits), -1e9))
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.zeros(len(items), tf.int32), logits))
+
     def beam_search(self, user: tf.Tensor, beam: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``beam`` most probable paths per user, best first.
 

@@ -30,7 +30,7 @@ class _UserModelTrainer:
 
     def __init__(self, source: EmbeddingSource, slots: list[Slot], items: np.ndarray, user_dim: int,
                  learning_rate: float):
-        self.source, self.slots = source, list(slots)
+        self.source, self.slots, self.user_dim = source, list(slots), user_dim
         self.items = np.asarray(items)
         self.index_of = {int(i): n for n, i in enumerate(self.items)}
         self.tower = UserTower([s.name for s in self.slots], dim=user_dim)
@@ -94,9 +94,34 @@ class DeepRetrievalTrainer(_UserModelTrainer):
     def _variables(self):
         return self.tower.trainable_variables + self.model.trainable_variables
 
+    def step(self, examples: list[dict]) -> tuple[float, Gradients]:
+        """As the base class; when every example carries popularity-drawn ``retrieval_negatives``
+        (the batch pipeline's), the reranker learns by a logQ-corrected sampled softmax over
+        them instead of a softmax over the whole catalogue."""
+        self._sampled = self._sampled_negatives(examples)
+        try:
+            return super().step(examples)
+        finally:
+            self._sampled = None
+
+    def _sampled_negatives(self, examples: list[dict]):
+        if not all(e.get("retrieval_negatives") for e in examples):
+            return None
+        k = min(len(e["retrieval_negatives"]) for e in examples)
+        neg = np.array([[self.index_of.get(int(i), -1) for i in e["retrieval_negatives"][:k]] for e in examples])
+        neg_log_q = np.array([e["retrieval_log_q"][:k] for e in examples], np.float32)
+        own = np.array([e.get("item_log_q") if e.get("item_log_q") is not None else np.nan for e in examples],
+                       np.float32)
+        own = np.where(np.isnan(own), np.nanmean(neg_log_q), own)  # an item outside the day's clicks
+        return neg, neg_log_q, own
+
     def _loss(self, user, item_idx):
-        return (self.model.structure_loss(user, tf.constant(self.paths.item_paths[item_idx]))
-                + self.model.rerank_loss(user, item_idx))
+        structure = self.model.structure_loss(user, tf.constant(self.paths.item_paths[item_idx]))
+        sampled = getattr(self, "_sampled", None)
+        if sampled is None:
+            return structure + self.model.rerank_loss(user, item_idx)
+        neg, neg_log_q, own_log_q = sampled
+        return structure + self.model.sampled_rerank_loss(user, item_idx, neg, own_log_q, neg_log_q)
 
     def _after_step(self, item_idx):  # the streaming path scores of the M-step
         self.paths.accumulate(item_idx, *self.model.beam_search(tf.stop_gradient(self._last), self.beam))

@@ -147,6 +147,18 @@ class EmbeddingTable:
             updated = np.ascontiguousarray(updated, dtype=np.uint32)
         self._native.import_rows(ids, rows, updated, _now(now), mark_dirty)
 
+    def export_rows(self, batch_rows: int = 65_536):
+        """Every live row, in batches: yields ``(ids, rows [n, row_floats], updated)`` (embedding
+        and optimizer slots, last-update times), ready for :meth:`import_rows` elsewhere."""
+        start = 0
+        while True:
+            ids, rows, updated, end = self._native.export_rows(start, batch_rows)
+            if len(ids):
+                yield ids, rows, updated
+            if end < start + batch_rows:  # the window reached the last row ever handed out
+                return
+            start = end
+
     def remove(self, ids) -> int:
         """Delete rows by ID (recorded as tombstones); returns how many existed."""
         return self._native.remove(as_ids(ids))
