@@ -14,6 +14,7 @@ trainer) records which training examples the snapshot covers, for replay after a
 
 from __future__ import annotations
 
+import calendar
 import json
 import logging
 import secrets
@@ -26,11 +27,29 @@ from paramserver.snapshot import SnapshotError
 from paramserver.table import EmbeddingTable
 
 COMPLETE = "_MANIFEST.json"
+ID_TIME = "%Y%m%dT%H%M%SZ"
+LINEAGE_TAG = "snapshot_id"  # on an MLflow model version: the snapshot it was trained from or handed on
+DAY_S = 86_400
 
 
 def new_snapshot_id() -> str:
     """Sortable by time: ``20261124T014655Z-3fa9c1``."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+    return time.strftime(ID_TIME, time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def taken_at(snapshot_id: str) -> float | None:
+    """When ``snapshot_id`` was started, in seconds since the epoch; None if it is not a snapshot id."""
+    try:
+        return float(calendar.timegm(time.strptime(snapshot_id.split("-", 1)[0], ID_TIME)))
+    except ValueError:
+        return None
+
+
+def snapshot_ids(fs, root: str) -> list[str]:
+    """Names of the folders under ``root``, newest snapshot first (complete or not)."""
+    if not fs.exists(root):
+        return []
+    return sorted((p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)), reverse=True)
 
 
 def shard_dir(root: str, snapshot_id: str, shard: int) -> str:
@@ -55,17 +74,12 @@ def write_shard(fs, root: str, snapshot_id: str, shard: int, tables: dict[str, E
 
 def latest(fs, root: str) -> str | None:
     """The newest complete snapshot id under ``root`` (None if there is none)."""
-    if not fs.exists(root):
-        return None
-    ids = sorted((p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)), reverse=True)
-    return next((i for i in ids if fs.exists(f"{root}/{i}/{COMPLETE}")), None)
+    return next((i for i in snapshot_ids(fs, root) if fs.exists(f"{root}/{i}/{COMPLETE}")), None)
 
 
 def latest_with_offsets(fs, root: str, topic: str) -> str | None:
     """The newest complete snapshot whose every shard records offsets of ``topic``."""
-    if not fs.exists(root):
-        return None
-    for snapshot_id in sorted((p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)), reverse=True):
+    for snapshot_id in snapshot_ids(fs, root):
         try:
             manifest = json.loads(fs.cat_file(f"{root}/{snapshot_id}/{COMPLETE}"))
         except FileNotFoundError:
@@ -155,3 +169,69 @@ def _log_run(cfg: FlywheelConfig, manifest: dict) -> None:
         for name in manifest["tables"]:
             mlflow.log_metric(f"rows_{name}", sum(s["rows"].get(name, 0) for s in manifest["shards"]))
         mlflow.log_dict(manifest, "manifest.json")
+
+
+def prune(fs, root: str, keep: int, max_age_days: float, protect: set[str], now: float | None = None) -> list[str]:
+    """Delete the snapshots under ``root`` that retention no longer needs; returns their ids, oldest first.
+
+    A complete snapshot goes when it is both beyond the newest ``keep`` complete ones and older
+    than ``max_age_days``. A folder without ``_MANIFEST.json`` (a failed snapshot, or one being
+    written) goes only when older than a day. Never deleted: the newest complete snapshot, an id
+    in ``protect`` (e.g. a published model's lineage), a folder whose name is not a snapshot id.
+    A complete snapshot loses its ``_MANIFEST.json`` first, so no reader restores a half-deleted one.
+
+    Args:
+      fs: an fsspec filesystem (WebHDFS on the stack).
+      keep: how many of the newest complete snapshots to keep whatever their age (>= 1).
+      max_age_days: complete snapshots younger than this are kept whatever their rank, days.
+      protect: snapshot ids to keep whatever their rank and age.
+      now: the current time, seconds since the epoch (default: the clock).
+    """
+    if keep < 1:
+        raise ValueError(f"keep={keep}: at least the newest complete snapshot is kept, so keep >= 1")
+    now = time.time() if now is None else now
+    age = {i: now - t for i in snapshot_ids(fs, root) if (t := taken_at(i)) is not None}
+    complete = [i for i in age if fs.exists(f"{root}/{i}/{COMPLETE}")]  # newest first
+    doomed = [i for i in complete[keep:] if age[i] > max_age_days * DAY_S]
+    doomed += [i for i in age if i not in complete and age[i] > DAY_S]
+    doomed = sorted(set(doomed) - protect)
+    for snapshot_id in doomed:
+        if snapshot_id in complete:
+            fs.rm(f"{root}/{snapshot_id}/{COMPLETE}")
+        fs.rm(f"{root}/{snapshot_id}", recursive=True)
+    return doomed
+
+
+def lineage_snapshots(cfg: FlywheelConfig) -> set[str]:
+    """Snapshot ids that MLflow model versions holding an alias (``champion``, ``challenger``)
+    name in their ``snapshot_id`` tag: the sparse state a published model goes with.
+
+    Raises:
+      SnapshotError: MLflow did not answer (prune nothing rather than a published model's state).
+    """
+    from mlflow import MlflowClient
+
+    client, ids, token = MlflowClient(cfg.mlflow_url), set(), None
+    try:
+        while True:
+            page = client.search_registered_models(page_token=token)
+            for model in page:
+                for version in set(model.aliases.values()):
+                    if snapshot_id := client.get_model_version(model.name, version).tags.get(LINEAGE_TAG):
+                        ids.add(snapshot_id)
+            if not (token := page.token):
+                return ids
+    except Exception as exc:  # noqa: BLE001 -- any MLflow failure means "lineage unknown"
+        raise SnapshotError(f"cannot read model lineage from MLflow at {cfg.mlflow_url} ({exc}); nothing pruned. "
+                            "'make status' shows whether MLflow runs") from exc
+
+
+def apply_retention(cfg: FlywheelConfig) -> list[str]:
+    """Prune ``paramserver.snapshot_dir`` by ``paramserver.snapshot_keep`` and
+    ``snapshot_max_age_days``, protecting published models' lineage and the newest snapshot the
+    online trainer can replay ``joiner.examples_topic`` from; returns the deleted ids."""
+    fs, root, ps = webhdfs(cfg), cfg.paramserver.snapshot_dir, cfg.paramserver
+    protect = lineage_snapshots(cfg)
+    if replayable := latest_with_offsets(fs, root, cfg.joiner.examples_topic):
+        protect.add(replayable)
+    return prune(fs, root, ps.snapshot_keep, ps.snapshot_max_age_days, protect)
