@@ -7,7 +7,9 @@ PYTEST := .venv/ml/bin/python -m pytest
 UV := .venv/bootstrap/bin/uv
 
 .PHONY: help setup lock up down status logs demo smoke test test-unit test-integration clean bench \
-	joiner-start joiner-stop joiner-resume joiner-status
+	joiner-start joiner-stop joiner-resume joiner-status backfill retrain
+
+DATA ?= ../shared/datasets/ml-100k
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,8 +49,17 @@ joiner-resume: ## Resume the joiner from its last savepoint (SAVEPOINT=hdfs://..
 joiner-status: ## Running joiner job, last savepoint
 	@$(FLYWHEEL) joiner status
 
-demo: up ## Set up, start the stack and run the main job (for now: the smoke job across every service)
+backfill: ## Land a MovieLens-format history (DATA=folder, DAYS=14) as example partitions on HDFS, ending yesterday
+	@$(FLYWHEEL) backfill --data $(DATA) --days $(or $(DAYS),14)
+
+retrain: ## The daily retrain in one process: DATE=YYYY-MM-DD (default yesterday), MODE=warm|scratch, EPOCHS=n
+	@$(FLYWHEEL) retrain --date $(or $(DATE),$$(date -u -d yesterday +%F)) --mode $(or $(MODE),warm) \
+		$(if $(EPOCHS),--epochs $(EPOCHS))
+
+demo: up ## Set up, start the stack, run the smoke job, then backfill DATA (if present) and one daily retrain
 	@$(FLYWHEEL) smoke
+	@if [ -d "$(DATA)" ]; then $(MAKE) --no-print-directory backfill retrain; \
+	else echo "No MovieLens folder at DATA=$(DATA): skipping the backfill and the daily retrain."; fi
 	@echo "The stack keeps running: 'make status' for URLs and logins, 'make down' to stop it."
 
 test: setup ## Set up, then run every test (unit + integration; integration starts its own stack on test ports)

@@ -237,6 +237,64 @@ def joiner_status():
     typer.echo(json.dumps(joiner_job.status(load_config()), indent=2))
 
 
+@app.command()
+@friendly
+def backfill(
+    data: Annotated[str, typer.Option(help="a MovieLens folder (ml-100k layout or ratings.csv)")],
+    days: Annotated[Optional[float], typer.Option(help="squeeze the history into this many days")] = None,
+    end_date: Annotated[Optional[str], typer.Option(help="last day, YYYY-MM-DD (default: yesterday, UTC)")] = None,
+    negatives: Annotated[int, typer.Option(help="unrated items per rating, as impressions")] = 4,
+):
+    """Land a MovieLens history as example partitions on HDFS (what the joiner lands), so a
+    daily retrain has data before any live traffic."""
+    from datetime import date
+
+    from pipelines.batch.backfill import backfill as run
+
+    cfg = load_config()
+    written = run(cfg, data, date.fromisoformat(end_date) if end_date else None, days, negatives)
+    first, last = min(written), max(written)
+    typer.echo(f"landed {sum(written.values())} examples in {len(written)} days, {first}..{last}, "
+               f"under {cfg.hdfs_uri}{cfg.joiner.examples_dir}")
+
+
+@app.command()
+@friendly
+def retrain(
+    date: Annotated[str, typer.Option(help="the evaluation day YYYY-MM-DD; the days before it train")],
+    mode: Annotated[str, typer.Option(help="warm (from the newest PS snapshot) or scratch")] = "warm",
+    epochs: Annotated[Optional[int], typer.Option(help="default: batch.epochs")] = None,
+    train_days: Annotated[Optional[int], typer.Option(help="default: batch.train_days")] = None,
+    force_publish: Annotated[bool, typer.Option(help="publish even if the champion is better")] = False,
+):
+    """The daily retrain in one process (the daily_retrain DAG runs the same steps as tasks):
+    Spark negative sampling, training, evaluation, MLflow, the gate and publishing."""
+    import logging
+
+    from flywheel.spark import spark_session
+    from pipelines.batch import negative_sampling
+    from pipelines.batch.publish import publish
+    from pipelines.batch.retrain import RetrainParams, plan, train
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = load_config()
+    b = cfg.batch
+    params = RetrainParams(date=date, mode=mode, epochs=epochs or b.epochs, train_days=train_days or b.train_days,
+                           force_publish=force_publish)
+    planned = plan(cfg, params)
+    spark = spark_session(cfg, "flywheel-negative-sampling")
+    try:
+        stats = negative_sampling.run(spark, f"{cfg.hdfs_uri}{cfg.joiner.examples_dir}",
+                                      f"{cfg.hdfs_uri}{b.training_dir}", planned["dates"].split(","),
+                                      negative_sampling.batch_rates(cfg), b.retrieval_negatives)
+    finally:
+        spark.stop()
+    typer.echo(f"sampled {stats['rows_in']} -> {stats['rows_out']} examples")
+    result = train(cfg, params)
+    typer.echo(f"run {result['run_id']} version {result['version']}: "
+               + ", ".join(f"{k} {v:.4f}" for k, v in sorted(result["metrics"].items()) if isinstance(v, float)))
+    typer.echo(publish(cfg, result, force=force_publish))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()

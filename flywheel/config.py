@@ -42,6 +42,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _task_rates(rates: dict[str, float]) -> dict[str, float]:
+    """Per-task negative rates: known tasks, each rate in (0, 1]."""
+    from streaming.sampling import check_rates
+    from streaming.schemas import TASKS
+
+    if unknown := sorted(set(rates) - set(TASKS)):
+        raise ValueError(f"unknown tasks {unknown}; tasks are {', '.join(TASKS)}")
+    return check_rates(rates) if rates else rates
+
+
 def _check_port(value: int) -> int:
     if not 1024 <= value <= 65535:
         raise ValueError(f"port {value} is outside 1024..65535 (unprivileged ports only)")
@@ -199,6 +209,8 @@ class ParamServerConfig(_Section):
     sync_interval_s: float = Field(2.0, gt=0, le=5)
     deltas_topic: str = "ps-deltas"
     snapshot_dir: str = "/flywheel/paramserver/snapshots"  # on HDFS
+    snapshot_keep: int = Field(24, ge=1)  # newest complete snapshots kept whatever their age
+    snapshot_max_age_days: float = Field(7, gt=0)  # younger snapshots are kept whatever their rank
     rpc_timeout_s: float = Field(5.0, gt=0)
     rpc_retries: int = Field(3, ge=0)
     tables: dict[str, PsTableConfig] = Field(default_factory=dict)
@@ -222,15 +234,7 @@ class JoinerConfig(_Section):
     negative_rate: float = Field(0.1, gt=0, le=1)  # share of negatives kept; written on each example
     negative_rates: dict[str, float] = {}  # per-task overrides of negative_rate (task -> 0 < r <= 1)
 
-    @field_validator("negative_rates")
-    @classmethod
-    def _known_tasks(cls, rates: dict[str, float]) -> dict[str, float]:
-        from streaming.sampling import check_rates
-        from streaming.schemas import TASKS
-
-        if unknown := sorted(set(rates) - set(TASKS)):
-            raise ValueError(f"joiner.negative_rates: unknown tasks {unknown}; tasks are {', '.join(TASKS)}")
-        return check_rates(rates) if rates else rates
+    _rates = field_validator("negative_rates")(lambda cls, v: _task_rates(v))
     out_of_orderness_s: float = Field(5, ge=0)
     idle_timeout_s: float = Field(30, gt=0)
     delivery: str = Field("exactly-once", pattern="^(exactly-once|at-least-once)$")
@@ -245,6 +249,39 @@ class SparkConfig(_Section):
     driver_memory: str = "1g"
 
 
+class BatchConfig(_Section):
+    """Daily retrain (pipelines/batch, the ``daily_retrain`` DAG): sampling, training, publishing."""
+
+    schedule: str | None = "@daily"  # of the daily_retrain DAG (cron or preset; null: only triggered)
+    training_dir: str = "/flywheel/training"  # on HDFS: the sampled training set, dt= partitions
+    negative_rate: float = Field(0.25, gt=0, le=1)  # batch down-sampling of negatives, on top of the joiner's
+    negative_rates: dict[str, float] = {}  # per-task overrides (task -> 0 < r <= 1)
+    retrieval_negatives: int = Field(5, ge=0)  # popularity-drawn negatives per click
+    train_days: int = Field(7, ge=1)  # days before the evaluation day that train
+    epochs: int = Field(1, ge=1, le=100)
+    batch_size: int = Field(512, ge=8)
+    experiment: str = "daily-retrain"  # MLflow experiment
+    model_name: str = "flywheel"  # MLflow registered model; the published one has alias "champion"
+    gate_metric: str = "auc_click"  # a candidate must beat the champion on this, same evaluation day
+    recall_k: int = Field(50, ge=1)
+    dr_depth: int = Field(2, ge=1)
+    dr_width: int = Field(16, ge=2)
+    dr_beam: int = Field(14, ge=1)
+    dr_paths_per_item: int = Field(3, ge=1)
+    dr_alpha: float = Field(1e-3, ge=0)
+    seed: int = 0
+
+    _rates = field_validator("negative_rates")(lambda cls, v: _task_rates(v))
+
+
+class HealthConfig(_Section):
+    """Thresholds of the stream health checks (flywheel/health.py, the ``stream_health`` DAG)."""
+
+    max_lag_records: int = Field(1_000_000, ge=0)  # per consumer group, summed over its partitions
+    max_example_age_s: float = Field(900, gt=0)  # the newest committed example may be this old
+    timeout_s: float = Field(10, gt=0)  # per Kafka or Flink request
+
+
 class FlywheelConfig(_Section):
     stack: StackConfig = StackConfig()
     kafka: KafkaConfig = KafkaConfig()
@@ -253,8 +290,10 @@ class FlywheelConfig(_Section):
     mlflow: MlflowConfig = MlflowConfig()
     airflow: AirflowConfig = AirflowConfig()
     spark: SparkConfig = SparkConfig()
+    batch: BatchConfig = BatchConfig()
     paramserver: ParamServerConfig = ParamServerConfig()
     joiner: JoinerConfig = JoinerConfig()
+    health: HealthConfig = HealthConfig()
 
     # -- derived addresses, so no caller formats a URL by hand ------------------------------
     @property

@@ -9,12 +9,19 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 
-def auc_per_task(labels: dict[str, np.ndarray], scores: dict[str, np.ndarray]) -> dict[str, float]:
-    """ROC AUC of each task's scores; NaN for a task whose labels are all one class."""
+def auc_per_task(labels: dict[str, np.ndarray], scores: dict[str, np.ndarray],
+                 weights: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """ROC AUC of each task's scores; NaN for a task whose labels are all one class.
+
+    ``weights`` (task -> per-example weight, e.g. 1 / sample rate) give the AUC of the
+    unsampled stream; examples of weight 0 are left out of that task."""
     out = {}
     for task, y in labels.items():
-        y = np.asarray(y)
-        out[task] = float(roc_auc_score(y, scores[task])) if 0 < y.sum() < len(y) else float("nan")
+        y, s = np.asarray(y), np.asarray(scores[task])
+        w = np.asarray(weights[task]) if weights is not None else np.ones(len(y))
+        keep = w > 0
+        y, s, w = y[keep], s[keep], w[keep]
+        out[task] = float(roc_auc_score(y, s, sample_weight=w)) if 0 < y.sum() < len(y) else float("nan")
     return out
 
 

@@ -105,6 +105,8 @@ def backfill(cfg, data_path: str, end_date: date | None = None, days: float | No
     from flywheel.hdfs import webhdfs
     from models.movielens import load
 
+    if not str(data_path).strip():
+        raise ValueError("no MovieLens folder given: pass the folder holding u.data (ml-100k) or ratings.csv")
     if not cfg.joiner.examples_dir:
         raise ValueError("joiner.examples_dir is empty: the backfill lands where the joiner does; set it")
     end_date = end_date or (datetime.now(timezone.utc).date() - timedelta(days=1))

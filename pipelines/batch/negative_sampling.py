@@ -41,6 +41,11 @@ POPULARITY_POWER = 0.75
 EXTRA = "retrieval_negatives ARRAY<BIGINT>, retrieval_log_q ARRAY<DOUBLE>, item_log_q DOUBLE"
 
 
+def batch_rates(cfg) -> dict[str, float]:
+    """The configured batch rate of each task (``batch.negative_rate`` and its overrides)."""
+    return {t: cfg.batch.negative_rates.get(t, cfg.batch.negative_rate) for t in TASKS}
+
+
 def sample_rows(pdf: pd.DataFrame, batch_rates: dict[str, float]) -> pd.DataFrame:
     """Down-sample the negatives of one pandas chunk; every row gets explicit ``sample_rates``."""
     keep, rates_out, rate_out = [], [], []

@@ -1,0 +1,124 @@
+"""Publishing a retrained model: the gate, the sparse handover, then the ``champion`` alias.
+
+1. **Gate**: the candidate and the current ``champion`` are evaluated on the same day (the
+   candidate's evaluation day): the champion's bundle is rebuilt over its own PS snapshot.
+   The candidate wins when its ``batch.gate_metric`` is higher; ``force`` publishes anyway;
+   with no champion (a fresh stack) the candidate is published. The result is logged on the
+   candidate's run (``gate_*`` metrics, tag ``gate``).
+2. **Handover**: every training-PS shard restores the candidate's snapshot (the PS then
+   resets the serving PS to it), so online training continues from the published state.
+3. **Alias**: ``champion`` moves to the candidate's version; model servers poll it
+   (serving/loader.py) and swap in the new dense weights.
+
+The alias moves last, after the PS accepted the snapshot: a failure before it leaves the
+old champion published (a retry repeats the idempotent restore). Publishing a version that
+already is the champion does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+
+import numpy as np
+
+from flywheel.config import FlywheelConfig
+
+log = logging.getLogger(__name__)
+ALIAS = "champion"
+
+
+def champion(cfg: FlywheelConfig):
+    """The model version holding the ``champion`` alias, or None."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return MlflowClient(cfg.mlflow_url).get_model_version_by_alias(cfg.batch.model_name, ALIAS)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+            return None
+        raise
+
+
+def evaluate_version(cfg: FlywheelConfig, version, rows: list[dict]) -> dict[str, float]:
+    """Rebuild a registered version (bundle + its PS snapshot) and evaluate it on ``rows``."""
+    from mlflow import MlflowClient
+
+    from flywheel.hdfs import webhdfs
+    from models.bundle import load_bundle
+    from models.sparse import LocalTables
+    from paramserver.handover import load_snapshot
+    from pipelines.batch.retrain import evaluate, tables_for
+
+    tables = tables_for(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = MlflowClient(cfg.mlflow_url).download_artifacts(version.run_id, "bundle", tmp)
+        meta = json.loads(open(f"{folder}/meta.json").read())
+        load_snapshot(webhdfs(cfg), cfg.paramserver.snapshot_dir, meta["snapshot"]["id"], tables,
+                      cfg.paramserver.shards)
+        ranker, retriever, _ = load_bundle(folder, LocalTables(tables))
+    return evaluate(ranker, retriever, rows, cfg.batch.recall_k)
+
+
+def gate(cfg: FlywheelConfig, candidate: dict, force: bool) -> tuple[bool, str, dict]:
+    """(publish?, why, figures) for a candidate ``{version, metrics, ...}`` from ``train``."""
+    from pipelines.batch.datasets import read_days
+
+    metric = cfg.batch.gate_metric
+    mine = candidate["metrics"].get(metric, float("nan"))
+    current = champion(cfg)
+    if current is None:
+        return True, "no champion yet", {f"gate_candidate_{metric}": mine}
+    if str(current.version) == str(candidate["version"]):
+        return True, "already the champion", {}
+    from flywheel.hdfs import webhdfs
+
+    date = candidate["date"]
+    rows = read_days(webhdfs(cfg), cfg.batch.training_dir.rstrip("/"), [date])[date]
+    try:
+        theirs = evaluate_version(cfg, current, rows).get(metric, float("nan"))
+    except (FileNotFoundError, ValueError) as exc:  # its snapshot pruned, or an older bundle format
+        log.warning("champion version %s cannot be evaluated (%s): the candidate is published", current.version, exc)
+        return True, f"champion {current.version} cannot be evaluated: {exc}", {f"gate_candidate_{metric}": mine}
+    figures = {f"gate_candidate_{metric}": mine, f"gate_champion_{metric}": theirs}
+    if force:
+        return True, f"forced (candidate {mine:.4f}, champion {theirs:.4f})", figures
+    if np.isfinite(mine) and (not np.isfinite(theirs) or mine > theirs):
+        return True, f"candidate {mine:.4f} > champion {theirs:.4f} on {date}", figures
+    return False, f"candidate {mine:.4f} <= champion {theirs:.4f} on {date}: champion {current.version} stays", figures
+
+
+def hand_over(cfg: FlywheelConfig, snapshot_id: str) -> list[dict]:
+    """Every training-PS shard restores ``snapshot_id`` (and resets serving to it)."""
+    from paramserver.client import PSClient
+
+    client = PSClient.from_config(cfg, role="training")
+    body = json.dumps({"snapshot_id": snapshot_id}).encode()
+    try:
+        return [json.loads(client.call_action(s, "restore", body, timeout_s=1800)) for s in range(client.shards)]
+    finally:
+        client.close()
+
+
+def publish(cfg: FlywheelConfig, candidate: dict, force: bool = False) -> dict:
+    """Gate, hand over, move the alias (see the module docstring); returns what happened."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    ok, why, figures = gate(cfg, candidate, force)
+    client = MlflowClient(cfg.mlflow_url)
+    mlflow.set_tracking_uri(cfg.mlflow_url)
+    with mlflow.start_run(run_id=candidate["run_id"]):
+        if figures:
+            mlflow.log_metrics({k: v for k, v in figures.items() if np.isfinite(v)})
+        mlflow.set_tags({"gate": "published" if ok else "kept champion", "gate_reason": why})
+    if not ok:
+        log.info("not published: %s", why)
+        return {"published": False, "reason": why, "version": candidate["version"]}
+    if why != "already the champion":
+        hand_over(cfg, candidate["snapshot_id"])
+        client.set_registered_model_alias(cfg.batch.model_name, ALIAS, candidate["version"])
+    log.info("version %s is the champion: %s", candidate["version"], why)
+    return {"published": True, "reason": why, "version": candidate["version"]}
