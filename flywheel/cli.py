@@ -295,6 +295,21 @@ def retrain(
     typer.echo(publish(cfg, result, force=force_publish))
 
 
+@app.command()
+@friendly
+def serve():
+    """Run the model server (feed API, event collector; docs at /docs) on stack.host:serving.port."""
+    import logging
+
+    import uvicorn
+
+    from serving.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = load_config()
+    uvicorn.run(create_app(cfg), host=cfg.stack.host, port=cfg.serving.port, log_level="info")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()

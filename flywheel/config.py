@@ -244,6 +244,24 @@ class JoinerConfig(_Section):
     land_lateness_s: int = Field(60, ge=0)
 
 
+class ServingConfig(_Section):
+    """The model server (serving/app.py): the feed API and the event collector."""
+
+    port: Port = 8000
+    catalogue: str | None = None  # a MovieLens folder: titles, genres, user attributes (None: IDs only)
+    candidates: int = Field(200, ge=1, le=5000)  # retrieved per request, then ranked
+    max_k: int = Field(100, ge=1, le=1000)  # largest feed a request may ask for
+    task_weights: dict[str, float] = {"click": 1.0, "like": 1.0, "finish": 0.5}  # feed score = sum w * p(task)
+    max_events: int = Field(500, ge=1)  # actions per POST /events
+    max_body_bytes: int = Field(1_048_576, ge=1024)  # larger request bodies get 413
+    history: int = Field(10, ge=0)  # recent items per user kept for the history slot
+    reload_interval_s: float = Field(10, gt=0)  # how often the champion alias is checked
+    features_topic: str = "features"
+    actions_topic: str = "actions"
+
+    _port = field_validator("port")(_check_port)
+
+
 class SparkConfig(_Section):
     master: str = "local[2]"
     driver_memory: str = "1g"
@@ -290,6 +308,7 @@ class FlywheelConfig(_Section):
     mlflow: MlflowConfig = MlflowConfig()
     airflow: AirflowConfig = AirflowConfig()
     spark: SparkConfig = SparkConfig()
+    serving: ServingConfig = ServingConfig()
     batch: BatchConfig = BatchConfig()
     paramserver: ParamServerConfig = ParamServerConfig()
     joiner: JoinerConfig = JoinerConfig()

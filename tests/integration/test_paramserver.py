@@ -68,8 +68,10 @@ def cluster(stack):
     admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
     admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
     admin.close()
+    # its own snapshot folder: a snapshot of the stack's (another shard count) must not be restored
     env = {**os.environ, **OWN_PORTS, "FLYWHEEL__PARAMSERVER__SHARDS": "2",
-           "FLYWHEEL__PARAMSERVER__DELTAS_TOPIC": topic, "FLYWHEEL__PARAMSERVER__TABLES": TABLES}
+           "FLYWHEEL__PARAMSERVER__DELTAS_TOPIC": topic, "FLYWHEEL__PARAMSERVER__TABLES": TABLES,
+           "FLYWHEEL__PARAMSERVER__SNAPSHOT_DIR": f"/flywheel/it-snapshots/{uuid.uuid4().hex[:8]}"}
     c = Cluster(env)
     yield c
     c.stop()

@@ -41,6 +41,11 @@ def landed(tmp_path_factory):
     return root, rows
 
 
+def uri(path) -> str:
+    """A file:// URI: a Spark session of another test may have made HDFS the default filesystem."""
+    return f"file://{path}"
+
+
 def read(folder) -> list[dict]:
     return pq.read_table(str(folder)).to_pylist()
 
@@ -49,7 +54,7 @@ def test_negatives_are_kept_per_task_and_clicks_get_popularity_negatives(spark, 
     root, rows = landed
     out = root / "training"
     rates = {"click": 0.5, "like": 1.0, "finish": 0.25, "share": 0.25}
-    stats = run(spark, str(root / "examples"), str(out), ["2026-11-22", "2026-11-23"], rates, k=3)
+    stats = run(spark, uri(root / "examples"), uri(out), ["2026-11-22", "2026-11-23"], rates, k=3)
     got = read(out)
     assert stats["rows_out"] == len(got) and stats["rows_in"] == len(rows)
     positives = [r for r in got if r["labels"]["click"]]
@@ -71,9 +76,9 @@ def test_negatives_are_kept_per_task_and_clicks_get_popularity_negatives(spark, 
 def test_a_rerun_replaces_only_its_days(spark, landed):
     root, _ = landed
     out = root / "training-rerun"
-    run(spark, str(root / "examples"), str(out), ["2026-11-22", "2026-11-23"], dict.fromkeys(["click", "like", "finish", "share"], 1.0), k=1)
+    run(spark, uri(root / "examples"), uri(out), ["2026-11-22", "2026-11-23"], dict.fromkeys(["click", "like", "finish", "share"], 1.0), k=1)
     before = {d: len(read(out / f"dt={d}")) for d in ("2026-11-22", "2026-11-23")}
-    run(spark, str(root / "examples"), str(out), ["2026-11-23"], dict.fromkeys(["click", "like", "finish", "share"], 1.0), k=1)
+    run(spark, uri(root / "examples"), uri(out), ["2026-11-23"], dict.fromkeys(["click", "like", "finish", "share"], 1.0), k=1)
     after = {d: len(read(out / f"dt={d}")) for d in ("2026-11-22", "2026-11-23")}
     assert before == after  # no duplicates, the other day untouched
 
@@ -88,4 +93,4 @@ def test_popularity_follows_clicks_to_the_three_quarters():
 def test_missing_days_fail_clearly(spark, landed):
     root, _ = landed
     with pytest.raises(Exception, match="2026-01-01"):
-        run(spark, str(root / "examples"), str(root / "never"), ["2026-01-01"], {"click": 1.0}, k=1)
+        run(spark, uri(root / "examples"), uri(root / "never"), ["2026-01-01"], {"click": 1.0}, k=1)

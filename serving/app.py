@@ -1,0 +1,152 @@
+"""The model server: the feed API and the event collector (FastAPI; OpenAPI docs at /docs).
+
+- ``GET /feed?user_id=&k=``: Deep Retrieval then MMoE (serving/feed.py) with the ``champion``
+  model and the serving PS's embeddings; each shown item's features go to Kafka ``features``
+  under the response's ``request_id``. 503 until a champion exists.
+- ``POST /events``: actions (the ``Action`` schema of streaming/schemas.py: one object, a
+  list, or ``{"events": [...]}``), validated all-or-nothing, produced to Kafka ``actions``
+  keyed by user, and acknowledged (202) only once Kafka has them. A click, like, finish or
+  share also enters the user's history slot.
+- ``GET /health``: the loaded model version and when it was loaded.
+
+Limits (``serving`` config): ``k <= max_k``; ``max_events`` per request; bodies over
+``max_body_bytes`` get 413. Errors say what, where and what to do.
+
+Run: ``flywheel serve`` (binds ``stack.host``, port ``serving.port``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from flywheel.config import FlywheelConfig
+from serving.catalogue import Catalogue
+from serving.feed import FeedBuilder, NoModel, log_features
+from serving.history import Histories
+from streaming.schemas import INT63_MAX, TASK_OF_ACTION, SchemaError, encode, key_of, parse_action
+
+log = logging.getLogger(__name__)
+
+
+class FeedItem(BaseModel):
+    item_id: int
+    position: int
+    score: float
+    scores: dict[str, float]
+    title: str
+    genres: list[str]
+
+
+class FeedResponse(BaseModel):
+    request_id: str
+    model_version: str
+    user_id: int
+    items: list[FeedItem]
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+
+
+def problem(status: int, message: str, **details) -> JSONResponse:
+    return JSONResponse({"error": message, **details}, status_code=status)
+
+
+def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, catalogue: Catalogue | None = None) -> FastAPI:
+    """The app over the serving PS (``source``), the champion ``loader`` and a Kafka ``producer``;
+    each defaults to the stack's (created at startup, closed at shutdown)."""
+    s = cfg.serving
+    state: dict = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from kafka import KafkaProducer
+
+        from paramserver.client import PSClient
+        from serving.loader import ChampionLoader
+
+        ps = source or PSClient.from_config(cfg, role="serving")
+        state["loader"] = loader or ChampionLoader(cfg, ps, interval_s=s.reload_interval_s)
+        if loader is None:
+            try:
+                state["loader"].poll()
+            except Exception:  # MLflow down or no model: serve 503 until the next poll loads one
+                log.exception("no champion loaded at start; retrying every %ss", s.reload_interval_s)
+            state["loader"].start()
+        state["producer"] = producer or KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all",
+                                                      linger_ms=5, retries=5)
+        state["feed"] = FeedBuilder(state["loader"], catalogue or Catalogue.load(s.catalogue),
+                                    Histories(per_user=s.history), s.candidates, s.task_weights)
+        yield
+        if loader is None:
+            state["loader"].stop()
+        if producer is None:
+            state["producer"].close(timeout=10)
+
+    app = FastAPI(title="Flywheel model server", version="1", lifespan=lifespan,
+                  description="Feeds (Deep Retrieval + MMoE) and the event collector. See serving/app.py.")
+
+    @app.get("/feed", response_model=FeedResponse)
+    def feed(user_id: int = Query(..., ge=0, le=INT63_MAX, description="the user, 0..2^63-1"),
+             k: int = Query(10, ge=1, le=s.max_k, description=f"items to return, 1..{s.max_k}")):
+        builder: FeedBuilder = state["feed"]
+        try:
+            request_id, version, served = builder.build(user_id, k)
+        except NoModel as exc:
+            return problem(503, str(exc))
+        log_features(state["producer"], s.features_topic, served)
+        cat = builder.catalogue
+        return FeedResponse(request_id=request_id, model_version=version, user_id=user_id, items=[
+            FeedItem(item_id=x.item_id, position=x.position, score=x.score, scores=x.scores,
+                     title=cat.title(x.item_id), genres=cat.genre_labels(x.item_id)) for x in served])
+
+    @app.post("/events", response_model=EventsAccepted, status_code=202)
+    async def events(request: Request):
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > s.max_body_bytes:
+            return problem(413, f"body of {declared} bytes; the limit is {s.max_body_bytes}: send fewer events per request")
+        body = await request.body()
+        if len(body) > s.max_body_bytes:
+            return problem(413, f"body of {len(body)} bytes; the limit is {s.max_body_bytes}: send fewer events per request")
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            return problem(400, f"the body is not JSON: {exc}; send an action object, a list of them, or {{\"events\": [...]}}")
+        batch = data.get("events") if isinstance(data, dict) and "events" in data else data
+        batch = batch if isinstance(batch, list) else [batch]
+        if not batch or len(batch) > s.max_events:
+            return problem(400 if not batch else 413, f"{len(batch)} events; send 1..{s.max_events} per request")
+        actions, errors = [], []
+        for n, event in enumerate(batch):
+            try:
+                actions.append(parse_action(json.dumps(event)))
+            except SchemaError as err:
+                errors.append({"index": n, "reason": err.reason, "field": err.field, "message": str(err)})
+        if errors:
+            return problem(422, f"{len(errors)} of {len(batch)} events are invalid; nothing was accepted",
+                           invalid=errors)
+        futures = [state["producer"].send(s.actions_topic, key=key_of(a), value=encode(a)) for a in actions]
+        try:
+            for future in futures:
+                future.get(timeout=10)
+        except Exception as exc:  # Kafka down: the client retries; nothing is acknowledged
+            return problem(503, f"Kafka did not take the events ({exc}); retry later")
+        for a in actions:
+            if a.action in TASK_OF_ACTION:
+                state["feed"].histories.add(a.user_id, a.item_id)
+        return EventsAccepted(accepted=len(actions))
+
+    @app.get("/health")
+    def health():
+        current = state["loader"].current
+        return {"model_version": current.version if current else None,
+                "loaded_at": current.loaded_at if current else None, "time": time.time()}
+
+    return app

@@ -1,0 +1,84 @@
+"""A feed for one user: Deep Retrieval's beam over learned paths brings candidates, MMoE ranks
+them, and the features each shown item was scored with are logged to Kafka ``features``.
+
+Both models come from the ``champion`` bundle (:class:`serving.loader.ChampionLoader`), their
+embeddings from the serving PS. The score that orders the feed is a weighted sum of the
+tasks' probabilities (``serving.task_weights``).
+
+Cold start: a user with no embedding yet (or no history) is still embedded (missing rows read
+as zeros) and gets the beam's items; when the beam holds fewer than ``k`` items the feed is
+filled from the catalogue of the model, so a feed is never short and never an error.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving.catalogue import Catalogue
+from serving.history import Histories
+from streaming.schemas import Features, encode, key_of
+
+
+class NoModel(RuntimeError):
+    """No ``champion`` is loaded yet: run the daily retrain (``make retrain``) to publish one."""
+
+
+@dataclass(frozen=True)
+class Served:
+    """One shown item: what the response carries, and the features that were logged."""
+
+    item_id: int
+    position: int
+    score: float
+    scores: dict[str, float]
+    features: Features
+
+
+class FeedBuilder:
+    """Turns (user, k) into a ranked list; see the module docstring."""
+
+    def __init__(self, loader, catalogue: Catalogue, histories: Histories, candidates: int = 200,
+                 task_weights: dict[str, float] | None = None):
+        self.loader, self.catalogue, self.histories = loader, catalogue, histories
+        self.candidates = candidates
+        self.task_weights = task_weights or {"click": 1.0, "like": 1.0, "finish": 0.5}
+
+    def user_sparse(self, user: int) -> dict[str, list[int]]:
+        return {"user": [user], "history": self.histories.get(user), "user_attr": self.catalogue.users.get(user, [])}
+
+    def build(self, user: int, k: int) -> tuple[str, str, list[Served]]:
+        """(request_id, model_version, the top ``k`` items). Raises NoModel."""
+        model = self.loader.current
+        if model is None:
+            raise NoModel(NoModel.__doc__)
+        sparse = self.user_sparse(user)
+        [(found, _)] = model.retriever.retrieve([{"user_id": user, "sparse": sparse}], k=self.candidates)
+        candidates = list(dict.fromkeys(found))
+        if len(candidates) < k:  # a short beam (a cold user, few items on its paths): fill up
+            seen = set(candidates)
+            candidates += [int(i) for i in model.meta["items"] if int(i) not in seen][:k - len(candidates)]
+        rows = [{"user_id": user, "item_id": i, "position": 0, "dense": {},
+                 "sparse": {**sparse, "item": [i], "genre": self.catalogue.genres.get(i, [])}} for i in candidates]
+        scores = model.ranker.score(rows)
+        total = sum(w * scores[t] for t, w in self.task_weights.items() if t in scores)
+        order = np.argsort(-total, kind="stable")[:k]
+        request_id, now = uuid.uuid4().hex, int(time.time() * 1000)
+        version = f"{model.meta.get('model_name', 'flywheel')}/{model.version}"
+        served = []
+        for position, n in enumerate(order):
+            row = rows[n]
+            features = Features(request_id=request_id, user_id=user, item_id=row["item_id"], event_time=now,
+                                position=position, model_version=version, sparse=row["sparse"])
+            served.append(Served(row["item_id"], position, float(total[n]),
+                                 {t: float(s[n]) for t, s in scores.items()}, features))
+        return request_id, version, served
+
+
+def log_features(producer, topic: str, served: list[Served]) -> None:
+    """Send the served items' features to Kafka (asynchronously; the producer batches them)."""
+    for s in served:
+        producer.send(topic, key=key_of(s.features), value=encode(s.features))

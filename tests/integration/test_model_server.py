@@ -1,0 +1,123 @@
+"""The model server over real HTTP (uvicorn on loopback) and the real Kafka broker: feeds with
+their features logged under the request id, actions collected, and bad requests refused with
+4xx and reasons. The model is a small bundle trained here (MLflow publishing is covered by
+test_daily_retrain)."""
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+import uvicorn
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import NewTopic
+
+from serving.app import create_app
+from serving.catalogue import Catalogue
+from tests.serving_models import StaticLoader, tables, trained_loader
+
+pytestmark = pytest.mark.integration
+T = 1_750_000_000_000
+
+
+class Server:
+    def __init__(self, app, port: int):
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.server.started, "uvicorn did not start"
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def read(stack, topic: str, count: int, timeout_s: float = 30) -> list:
+    consumer = KafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=1000)
+    found, deadline = [], time.monotonic() + timeout_s
+    while len(found) < count and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=1000).values():
+            found.extend(records)
+    consumer.close()
+    return found
+
+
+@pytest.fixture(scope="module")
+def server(stack, tmp_path_factory):
+    tag = uuid.uuid4().hex[:6]
+    topics = {"features_topic": f"it-serve-features-{tag}", "actions_topic": f"it-serve-actions-{tag}"}
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin.create_topics([NewTopic(t, 1, 1) for t in topics.values()])
+    admin.close()
+    cfg = stack.model_copy(update={"serving": stack.serving.model_copy(update={**topics, "max_events": 5,
+                                                                               "max_body_bytes": 4096})})
+    source = tables()
+    app = create_app(cfg, source=source, loader=trained_loader(tmp_path_factory.mktemp("bundle"), source),
+                     catalogue=Catalogue(titles={3: "<b>Three</b>"}))
+    s = Server(app, stack.serving.port)
+    s.topics = topics
+    yield s
+    s.stop()
+
+
+def action(user=5, item=3, kind="like", **over):
+    return {"schema_version": 1, "request_id": "r1", "user_id": user, "item_id": item, "event_time": T,
+            "action": kind, **over}
+
+
+def test_a_feed_logs_each_served_item_to_kafka(stack, server):
+    got = requests.get(f"{server.url}/feed", params={"user_id": 5, "k": 6}, timeout=30)
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["model_version"] == "flywheel/7" and len(body["items"]) == 6
+    assert [i["position"] for i in body["items"]] == list(range(6))
+    logged = [json.loads(r.value) for r in read(stack, server.topics["features_topic"], 6)]
+    assert len(logged) == 6 and {r["request_id"] for r in logged} == {body["request_id"]}
+    assert sorted((r["position"], r["item_id"]) for r in logged) == [(i["position"], i["item_id"]) for i in body["items"]]
+    assert all(r["user_id"] == 5 and r["sparse"]["user"] == [5] for r in logged)
+
+
+def test_actions_are_collected_to_kafka_and_enter_the_history(stack, server):
+    got = requests.post(f"{server.url}/events", json={"events": [action(), action(item=4, kind="skip")]}, timeout=30)
+    assert got.status_code == 202 and got.json() == {"accepted": 2}
+    records = read(stack, server.topics["actions_topic"], 2)
+    assert [(r.key, json.loads(r.value)["item_id"]) for r in records] == [(b"5", 3), (b"5", 4)]
+    feed = requests.get(f"{server.url}/feed", params={"user_id": 5, "k": 3}, timeout=30).json()
+    logged = [json.loads(r.value) for r in read(stack, server.topics["features_topic"], 9)]
+    assert all(r["sparse"]["history"] == [3] for r in logged if r["request_id"] == feed["request_id"])
+
+
+@pytest.mark.parametrize("method, path, kwargs, status, words", [
+    ("get", "/feed", {"params": {"user_id": 5, "k": 0}}, 422, "k"),
+    ("get", "/feed", {"params": {"user_id": 5, "k": 10_000}}, 422, "less than or equal"),
+    ("get", "/feed", {"params": {"user_id": -1}}, 422, "user_id"),
+    ("get", "/feed", {"params": {"k": 3}}, 422, "user_id"),
+    ("post", "/events", {"data": b"{not json"}, 400, "not JSON"),
+    ("post", "/events", {"json": [action(event_time=1_750_000_000)]}, 422, "seconds or microseconds"),
+    ("post", "/events", {"json": [action(), action(kind="rate")]}, 422, "index"),
+    ("post", "/events", {"json": [action()] * 6}, 413, "1..5"),
+    ("post", "/events", {"data": b" " * 5000}, 413, "limit is 4096"),
+])
+def test_bad_requests_get_4xx_with_reasons(server, method, path, kwargs, status, words):
+    got = getattr(requests, method)(f"{server.url}{path}", timeout=30, **kwargs)
+    assert got.status_code == status, got.text
+    assert words in got.text
+
+
+def test_no_champion_answers_503_and_docs_are_served(stack):
+    app = create_app(stack, source=tables(), loader=StaticLoader(None), catalogue=Catalogue())
+    s = Server(app, stack.serving.port + 1)
+    try:
+        got = requests.get(f"{s.url}/feed", params={"user_id": 1}, timeout=30)
+        assert got.status_code == 503 and "make retrain" in got.json()["error"]
+        assert "/feed" in requests.get(f"{s.url}/openapi.json", timeout=30).json()["paths"]
+        assert requests.get(f"{s.url}/docs", timeout=30).status_code == 200
+    finally:
+        s.stop()
