@@ -295,6 +295,19 @@ def retrain(
     typer.echo(publish(cfg, result, force=force_publish))
 
 
+@app.command("online-train")
+@friendly
+def online_train():
+    """Run the online trainer: joined examples from Kafka -> the champion's models -> the
+    training PS (synced to serving within seconds); metrics to an MLflow run."""
+    import logging
+
+    from pipelines.online.run import run_online
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    run_online(load_config())
+
+
 @app.command()
 @friendly
 def serve():

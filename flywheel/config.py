@@ -262,6 +262,17 @@ class ServingConfig(_Section):
     _port = field_validator("port")(_check_port)
 
 
+class OnlineConfig(_Section):
+    """The online trainer (``flywheel online-train``): examples from Kafka -> the training PS."""
+
+    batch_size: int = Field(256, ge=1)
+    snapshot_every: int = Field(50_000, ge=100)  # examples between snapshots (with offsets)
+    train_dense: bool = False  # False: embeddings only, against the champion's dense graph
+    window: int = Field(20_000, ge=100)  # examples in the rolling (progressive) AUC
+    log_every_s: float = Field(30, gt=0)  # MLflow metrics period
+    experiment: str = "online-training"
+
+
 class SparkConfig(_Section):
     master: str = "local[2]"
     driver_memory: str = "1g"
@@ -309,6 +320,7 @@ class FlywheelConfig(_Section):
     airflow: AirflowConfig = AirflowConfig()
     spark: SparkConfig = SparkConfig()
     serving: ServingConfig = ServingConfig()
+    online: OnlineConfig = OnlineConfig()
     batch: BatchConfig = BatchConfig()
     paramserver: ParamServerConfig = ParamServerConfig()
     joiner: JoinerConfig = JoinerConfig()

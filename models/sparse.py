@@ -142,6 +142,34 @@ def train_step(source: EmbeddingSource, batch: SparseBatch, variables: list[tf.V
     return float(loss), {t: (batch.unique[t], tf.convert_to_tensor(g).numpy()) for t, g in row_grads.items()}
 
 
+class FrozenDense:
+    """Stands in for a trainer's dense optimizer and applies nothing: online training updates
+    the embeddings only, against the dense graph that serving uses (the champion's)."""
+
+    def apply_gradients(self, grads_and_vars) -> None:
+        return None
+
+
+def merge_gradients(*parts: Gradients) -> Gradients:
+    """Several steps' row gradients as one per table, summed per ID (one push per table)."""
+    by_table: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for part in parts:
+        for table, pair in part.items():
+            by_table.setdefault(table, []).append(pair)
+    out = {}
+    for table, pairs in by_table.items():
+        if len(pairs) == 1:
+            out[table] = pairs[0]
+            continue
+        ids = np.concatenate([p[0] for p in pairs])
+        grads = np.concatenate([p[1] for p in pairs])
+        unique, inverse = np.unique(ids, return_inverse=True)
+        summed = np.zeros((len(unique), grads.shape[1]), np.float32)
+        np.add.at(summed, inverse, grads)
+        out[table] = (unique, summed)
+    return out
+
+
 def push_gradients(source: EmbeddingSource, grads: Gradients) -> int:
     """Push each table's row gradients (the optimizer runs in the table); rows updated."""
     return sum(source.push(table, ids, g) for table, (ids, g) in grads.items())

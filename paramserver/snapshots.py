@@ -27,6 +27,7 @@ from paramserver.snapshot import SnapshotError
 from paramserver.table import EmbeddingTable
 
 COMPLETE = "_MANIFEST.json"
+PUBLISHED = "_PUBLISHED.json"  # a batch model's snapshot handed to the training PS (see mark_published)
 ID_TIME = "%Y%m%dT%H%M%SZ"
 LINEAGE_TAG = "snapshot_id"  # on an MLflow model version: the snapshot it was trained from or handed on
 DAY_S = 86_400
@@ -86,6 +87,28 @@ def latest_with_offsets(fs, root: str, topic: str) -> str | None:
             continue
         if all(topic in s.get("examples_offsets", {}) for s in manifest["shards"]):
             return snapshot_id
+    return None
+
+
+def mark_published(fs, root: str, snapshot_id: str, data_end_ms: int, version: str) -> None:
+    """Mark a complete snapshot as handed over by a published batch model, trained on examples
+    before ``data_end_ms``: an online trainer that (re)starts after this continues from it and
+    replays the examples from that time (pipelines/online/trainer.py)."""
+    body = {"snapshot_id": snapshot_id, "data_end_ms": int(data_end_ms), "version": str(version),
+            "published": time.time()}
+    with fs.open(f"{root}/{snapshot_id}/{PUBLISHED}", "wb") as f:
+        f.write(json.dumps(body).encode())
+
+
+def latest_published(fs, root: str) -> dict | None:
+    """The newest complete snapshot marked by :func:`mark_published` (its marker), or None."""
+    for snapshot_id in snapshot_ids(fs, root):
+        if not fs.exists(f"{root}/{snapshot_id}/{COMPLETE}"):
+            continue
+        try:
+            return json.loads(fs.cat_file(f"{root}/{snapshot_id}/{PUBLISHED}"))
+        except FileNotFoundError:
+            continue
     return None
 
 

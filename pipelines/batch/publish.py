@@ -5,8 +5,10 @@
    The candidate wins when its ``batch.gate_metric`` is higher; ``force`` publishes anyway;
    with no champion (a fresh stack) the candidate is published. The result is logged on the
    candidate's run (``gate_*`` metrics, tag ``gate``).
-2. **Handover**: every training-PS shard restores the candidate's snapshot (the PS then
-   resets the serving PS to it), so online training continues from the published state.
+2. **Handover**: the candidate's snapshot is marked published (with the start of its
+   evaluation day, where its training data ended), then every training-PS shard restores it
+   (the PS resets the serving PS to it). The online trainer, on its next (re)start or
+   recovery, continues from it and replays the examples from that time.
 3. **Alias**: ``champion`` moves to the candidate's version; model servers poll it
    (serving/loader.py) and swap in the new dense weights.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -90,10 +93,14 @@ def gate(cfg: FlywheelConfig, candidate: dict, force: bool) -> tuple[bool, str, 
     return False, f"candidate {mine:.4f} <= champion {theirs:.4f} on {date}: champion {current.version} stays", figures
 
 
-def hand_over(cfg: FlywheelConfig, snapshot_id: str) -> list[dict]:
-    """Every training-PS shard restores ``snapshot_id`` (and resets serving to it)."""
+def hand_over(cfg: FlywheelConfig, snapshot_id: str, data_end_ms: int, version: str) -> list[dict]:
+    """Mark ``snapshot_id`` published, then every training-PS shard restores it (and resets
+    serving to it). Marked first: an online trainer recovering in between picks it up itself."""
+    from flywheel.hdfs import webhdfs
     from paramserver.client import PSClient
+    from paramserver.snapshots import mark_published
 
+    mark_published(webhdfs(cfg), cfg.paramserver.snapshot_dir, snapshot_id, data_end_ms, version)
     client = PSClient.from_config(cfg, role="training")
     body = json.dumps({"snapshot_id": snapshot_id}).encode()
     try:
@@ -118,7 +125,9 @@ def publish(cfg: FlywheelConfig, candidate: dict, force: bool = False) -> dict:
         log.info("not published: %s", why)
         return {"published": False, "reason": why, "version": candidate["version"]}
     if why != "already the champion":
-        hand_over(cfg, candidate["snapshot_id"])
+        # it trained on the days before its evaluation day: online examples from then on replay
+        data_end_ms = int(datetime.fromisoformat(candidate["date"]).replace(tzinfo=timezone.utc).timestamp() * 1000)
+        hand_over(cfg, candidate["snapshot_id"], data_end_ms, candidate["version"])
         client.set_registered_model_alias(cfg.batch.model_name, ALIAS, candidate["version"])
     log.info("version %s is the champion: %s", candidate["version"], why)
     return {"published": True, "reason": why, "version": candidate["version"]}

@@ -8,6 +8,10 @@ died) or the trainer (re)starts, the trainer rolls every shard back to the newes
 snapshot and replays the examples topic from that snapshot's offsets: nothing acknowledged
 is lost, nothing is applied twice.
 
+Handover from batch: when a published batch model's snapshot (``mark_published``) is newer
+than the trainer's own, a (re)start or recovery continues from it instead and replays the
+examples from where the batch data ended (Kafka timestamps), then snapshots with offsets.
+
 ``step`` is the model part (see models/): examples -> {table: (ids, grads)}; here it may be
 any deterministic function of the batch and of rows it pulls from the PS.
 """
@@ -84,18 +88,43 @@ class OnlineTrainer:
                     raise RuntimeError(f"training PS not back after {self.recover_timeout_s:.0f}s: {exc}") from exc
                 time.sleep(0.5)
         from flywheel.hdfs import webhdfs
-        from paramserver.snapshots import latest_with_offsets
+        from paramserver.snapshots import latest_published, latest_with_offsets
 
+        fs, root = webhdfs(self.cfg), self.cfg.paramserver.snapshot_dir
         # only a snapshot that records this topic's offsets can be replayed from (one taken by
-        # the hourly DAG or the CLI without offsets would replay the topic from the start)
-        snapshot_id = latest_with_offsets(webhdfs(self.cfg), self.cfg.paramserver.snapshot_dir, self.topic) or "none"
+        # the hourly DAG or the CLI without offsets would replay the topic from the start)...
+        snapshot_id = latest_with_offsets(fs, root, self.topic) or "none"
+        # ...or a newer one a published batch model handed over: replay from where its data ended
+        published = latest_published(fs, root)
+        handover = published is not None and (
+            snapshot_id == "none" or published["published"] > self._taken(fs, root, snapshot_id))
+        if handover:
+            snapshot_id = published["snapshot_id"]
         body = json.dumps({"snapshot_id": snapshot_id}).encode()
         manifests = [json.loads(self.ps.call_action(s, "restore", body, timeout_s=1800)) for s in range(len(stats))]
-        offsets = manifests[0].get("examples_offsets", {}).get(self.topic, {}) if manifests[0] else {}
+        if handover:
+            offsets = self.offsets_at(published["data_end_ms"])
+        else:
+            offsets = manifests[0].get("examples_offsets", {}).get(self.topic, {}) if manifests[0] else {}
         self.seek(offsets)
         self.ps.forget_incarnations()  # the restored shards are the ones to follow now
         self.recoveries += 1
-        log.warning("rolled back to snapshot %s; replaying %s from %s", snapshot_id, self.topic, offsets or "the start")
+        log.warning("rolled back to %ssnapshot %s; replaying %s from %s", "the published " if handover else "",
+                    snapshot_id, self.topic, offsets or "the start")
+        if handover:  # from now on a rollback returns here (with offsets), not to an older own snapshot
+            self.snapshot()
+
+    @staticmethod
+    def _taken(fs, root: str, snapshot_id: str) -> float:
+        """When a snapshot was taken (its latest shard's ``created``), seconds since the epoch."""
+        manifest = json.loads(fs.cat_file(f"{root}/{snapshot_id}/_MANIFEST.json"))
+        return max(shard["created"] for shard in manifest["shards"])
+
+    def offsets_at(self, time_ms: int) -> dict[str, int]:
+        """Per partition, the first offset at or after ``time_ms`` (Kafka timestamps), or the end."""
+        found = self.consumer.offsets_for_times({tp: time_ms for tp in self.partitions})
+        ends = self.consumer.end_offsets(self.partitions)
+        return {str(tp.partition): (found[tp].offset if found.get(tp) else ends[tp]) for tp in self.partitions}
 
     # -- the loop ---------------------------------------------------------------------------
     def _batch(self, timeout_ms: int = 500) -> list[dict]:
@@ -113,11 +142,21 @@ class OnlineTrainer:
             if len(ids):
                 self.ps.push(table, ids, grads)
 
-    def run(self, stop: Callable[[], bool] = lambda: False, idle_exit_s: float | None = None) -> None:
-        """Train until ``stop()`` or, with ``idle_exit_s``, until no example came for that long."""
+    def lag(self) -> int:
+        """Examples on the topic not yet consumed (end offsets minus positions, all partitions)."""
+        ends = self.consumer.end_offsets(self.partitions)
+        return sum(max(0, ends[tp] - self.consumer.position(tp)) for tp in self.partitions)
+
+    def run(self, stop: Callable[[], bool] = lambda: False, idle_exit_s: float | None = None,
+            on_tick: Callable[[OnlineTrainer], None] | None = None, tick_s: float = 30.0) -> None:
+        """Train until ``stop()`` or, with ``idle_exit_s``, until no example came for that long;
+        ``on_tick(self)`` runs in this loop at most every ``tick_s`` (metrics, logging)."""
         self.rollback()  # a (re)started trainer continues from the newest snapshot
-        idle_since = time.monotonic()
+        idle_since = last_tick = time.monotonic()
         while not stop():
+            if on_tick is not None and time.monotonic() - last_tick >= tick_s:
+                last_tick = time.monotonic()
+                on_tick(self)
             examples = self._batch()
             if not examples:
                 if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:

@@ -91,3 +91,47 @@ def test_kill_9_mid_stream_then_recover_equals_uninterrupted_run(stack):
     assert trainer.recoveries >= 2  # the start, and the crash
     assert np.abs(want).sum() > 1, "the run learned nothing: the comparison would be empty"
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_a_published_batch_snapshot_is_where_the_trainer_continues(stack):
+    """A batch model's snapshot, handed over after the trainer's own snapshot, wins at the next
+    (re)start: its rows are kept and only examples after its data end are replayed."""
+    from flywheel.hdfs import webhdfs
+    from models.sparse import LocalTables
+    from paramserver.handover import write_snapshot
+    from paramserver.service import build_tables
+    from paramserver.snapshots import latest_with_offsets, mark_published
+
+    topic = f"examples-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 2, 1)])
+    admin.close()
+    data_end = int(time.time() * 1000) - 60_000
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    for i in range(600):  # 400 before the batch data ended, 200 after
+        ts = data_end - 3_600_000 + i if i < 400 else data_end + i
+        example = {"user": int(USERS[i % 50]), "label": i % 2}
+        producer.send(topic, key=str(example["user"]).encode(), value=json.dumps(example).encode(), timestamp_ms=ts)
+    producer.flush()
+
+    cluster = make_cluster(stack, topic)
+    try:
+        tables = build_tables(cluster.cfg, "training")
+        batch_only = np.array([99_001, 99_002], np.uint64)  # rows only the batch model has
+        LocalTables(tables).tables["emb"].import_rows(batch_only, np.full((2, 8), 0.5, np.float32))
+        fs, root = webhdfs(cluster.cfg), cluster.cfg.paramserver.snapshot_dir
+        manifest = write_snapshot(fs, root, tables, 2, source={"test": "batch"})
+        mark_published(fs, root, manifest["snapshot_id"], data_end, version="1")
+
+        trainer = OnlineTrainer(cluster.cfg, step, topic=topic, batch_size=100, snapshot_every=10_000)
+        trainer.run(idle_exit_s=5)
+        assert trainer.applied == 200  # only the examples after the batch data's end
+        np.testing.assert_array_equal(trainer.ps.pull("emb", batch_only), np.full((2, 8), 0.5, np.float32))
+        own = latest_with_offsets(fs, root, topic)
+        assert own is not None and own != manifest["snapshot_id"]  # a later crash comes back here...
+        trainer.rollback()  # ...and does not replay the handover again
+        assert trainer.position() == json.loads(fs.cat_file(f"{root}/{own}/_MANIFEST.json"))["shards"][0]["examples_offsets"][topic]
+        offsets = json.loads(fs.cat_file(f"{root}/{own}/_MANIFEST.json"))["shards"][0]["examples_offsets"][topic]
+        assert sum(offsets.values()) == 400  # the replay starts after the 400 older examples
+    finally:
+        cluster.stop()

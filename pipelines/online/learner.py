@@ -1,0 +1,90 @@
+"""The model part of online training: the champion's ranker and retriever over the training PS,
+learning embeddings from each batch of joined examples, with progressive validation.
+
+- **Same code as batch**: ``RankingTrainer.step`` and ``DeepRetrievalTrainer.step`` (clicks
+  only) on the example dicts from Kafka; sample-rate correction is in the loss (1/rate per task).
+- **Dense weights frozen** (``online.train_dense: false``, the default): serving ranks with the
+  champion's dense graph, so the embeddings learn against that graph. A new champion is picked
+  up between batches.
+- **Progressive validation**: each batch is scored *before* it trains, so the rolling AUC over
+  the last ``window`` examples measures the model on data it has not seen (Monolith's online
+  metric).
+
+Use it as the ``step`` of :class:`pipelines.online.trainer.OnlineTrainer`.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import numpy as np
+
+from models.evaluation import auc_per_task
+from models.mmoe import task_weights
+from models.sparse import FrozenDense, Gradients, merge_gradients
+
+
+class OnlineLearner:
+    """``step(examples, ps)`` for the online trainer; ``metrics()`` for logs and MLflow."""
+
+    def __init__(self, loader, train_dense: bool = False, window: int = 20_000):
+        self.loader, self.train_dense = loader, train_dense
+        self.version: str | None = None
+        self.window = window
+        self.recent: collections.deque = collections.deque(maxlen=window)  # (labels, weights, scores)
+        self.examples = 0
+        self.started = time.monotonic()
+        self._rate = (time.monotonic(), 0)
+        self.examples_per_s = 0.0
+
+    def _models(self):
+        model = self.loader.current
+        if model is None:
+            raise RuntimeError("no champion model to train online: publish one with the daily retrain first")
+        if model.version != self.version:
+            if not self.train_dense:
+                model.ranker.optimizer = FrozenDense()
+                model.retriever.optimizer = FrozenDense()
+            self.version = model.version
+        return model
+
+    def step(self, examples: list[dict], ps) -> Gradients:
+        """Score (progressive validation), then the row gradients of both models for ``examples``.
+        ``ps`` is the client the loaded models pull through (the loader's source)."""
+        model = self._models()
+        tasks = list(model.ranker.model.tasks)
+        scores = model.ranker.score(examples)
+        weights = task_weights(examples, tasks)
+        for n, e in enumerate(examples):
+            self.recent.append(({t: e["labels"].get(t, 0) for t in tasks}, {t: float(weights[t][n]) for t in tasks},
+                                {t: float(scores[t][n]) for t in tasks}))
+        _, ranking = model.ranker.step(examples)
+        clicks = [e for e in examples if e["labels"].get("click") and e["item_id"] in model.retriever.index_of]
+        parts = [ranking]
+        if clicks:
+            _, retrieval = model.retriever.step(clicks)
+            parts.append(retrieval)
+        self.examples += len(examples)
+        self._count(len(examples))
+        return merge_gradients(*parts)
+
+    def _count(self, n: int) -> None:
+        since, count = self._rate
+        now, count = time.monotonic(), count + n
+        if now - since >= 5:
+            self.examples_per_s, self._rate = count / (now - since), (now, 0)
+        else:
+            self._rate = (since, count)
+
+    def metrics(self) -> dict[str, float]:
+        """Rolling AUC per task over the last ``window`` examples, examples/s, examples so far."""
+        out = {"examples": float(self.examples), "examples_per_s": self.examples_per_s}
+        if len(self.recent) >= 100:
+            tasks = list(self.recent[0][0])
+            labels = {t: np.array([r[0][t] for r in self.recent]) for t in tasks}
+            weights = {t: np.array([r[1][t] for r in self.recent]) for t in tasks}
+            scores = {t: np.array([r[2][t] for r in self.recent]) for t in tasks}
+            out.update({f"rolling_auc_{t}": v for t, v in auc_per_task(labels, scores, weights).items()
+                        if np.isfinite(v)})
+        return out
