@@ -14,16 +14,14 @@ Code: `pipelines/batch/backfill.py`. By hand: `flywheel backfill --data <folder>
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 from airflow.sdk import Asset, Param, dag, task
 
 from flywheel.config import load_config
-from flywheel.paths import ML_PYTHON
+from flywheel.paths import ML_ENV_PYTHON
 
 CFG = load_config()
-ML_ENV_PYTHON = os.environ.get("FLYWHEEL_ML_PYTHON", str(ML_PYTHON))
 
 
 @dag(

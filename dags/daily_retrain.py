@@ -27,19 +27,16 @@ Code: `pipelines/batch/` (retrain.py, negative_sampling.py, publish.py). By hand
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, task
 
 from flywheel.config import load_config
-from flywheel.paths import ML_PYTHON, REPO_ROOT, VENV
+from flywheel.paths import ML_ENV_PYTHON, REPO_ROOT, SPARK_SUBMIT
 from flywheel.spark import spark_env
 
 CFG = load_config()
-ML_ENV_PYTHON = os.environ.get("FLYWHEEL_ML_PYTHON", str(ML_PYTHON))
-SPARK_SUBMIT = VENV / "ml" / "bin" / "spark-submit"
 EXAMPLES = f"{CFG.hdfs_uri}{CFG.joiner.examples_dir}"
 TRAINING = f"{CFG.hdfs_uri}{CFG.batch.training_dir}"
 PARAMS = ("{{ params.date or data_interval_start | ds }}", "{{ params.mode }}", "{{ params.epochs }}",

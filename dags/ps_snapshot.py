@@ -18,14 +18,12 @@ safety net. Code: `paramserver/snapshots.py`.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
-from flywheel.paths import ML_PYTHON
+from flywheel.paths import ML_ENV_PYTHON
 
-ML_ENV_PYTHON = os.environ.get("FLYWHEEL_ML_PYTHON", str(ML_PYTHON))
 
 
 @dag(

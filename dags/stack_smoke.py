@@ -16,19 +16,16 @@ Code: `pipelines/batch/smoke_count.py`.
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Param, dag, task
 
 from flywheel.config import load_config
-from flywheel.paths import ML_PYTHON, REPO_ROOT, VENV
+from flywheel.paths import ML_ENV_PYTHON, REPO_ROOT, SPARK_SUBMIT
 from flywheel.spark import spark_env
 
 CFG = load_config()
-ML_ENV_PYTHON = os.environ.get("FLYWHEEL_ML_PYTHON", str(ML_PYTHON))
-SPARK_SUBMIT = VENV / "ml" / "bin" / "spark-submit"
 APP = REPO_ROOT / "pipelines" / "batch" / "smoke_count.py"
 
 

@@ -16,14 +16,12 @@ The tasks are independent, so one failing check does not hide the others' figure
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
-from flywheel.paths import ML_PYTHON
+from flywheel.paths import ML_ENV_PYTHON
 
-ML_ENV_PYTHON = os.environ.get("FLYWHEEL_ML_PYTHON", str(ML_PYTHON))
 CHECKS = ("joiner_running", "consumer_lag", "freshness")  # flywheel.health.CHECKS
 
 

@@ -154,12 +154,11 @@ def ps_snapshot():
 def ps_snapshots():
     """List snapshots on HDFS, newest first (complete ones are restorable)."""
     from flywheel.hdfs import webhdfs
-    from paramserver.snapshots import COMPLETE
+    from paramserver.snapshots import COMPLETE, snapshot_ids
 
     cfg = load_config()
     fs, root = webhdfs(cfg), cfg.paramserver.snapshot_dir
-    names = sorted((p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)), reverse=True) \
-        if fs.exists(root) else []
+    names = snapshot_ids(fs, root)
     for name in names:
         state = "complete" if fs.exists(f"{root}/{name}/{COMPLETE}") else "incomplete"
         typer.echo(f"{name}  {state}  {cfg.hdfs_uri}{root}/{name}")

@@ -103,26 +103,26 @@ def run(spark, examples: str, output: str, dates: list[str], batch_rates: dict[s
     counts = (df.where(F.col("labels.click") == 1).groupBy("item_id").count().toPandas())
     items, cdf, log_q = popularity(counts["item_id"].to_numpy(np.int64), counts["count"].to_numpy())
     schema = df.schema
-    sampled_schema = schema  # same columns, sample_rates now always set
 
     def sample(chunks):
         for pdf in chunks:
-            yield sample_rows(pdf, batch_rates)
+            yield sample_rows(pdf, batch_rates)  # same columns; sample_rates now always set
 
     def negatives(chunks):
         for pdf in chunks:
             yield draw_negatives(pdf, items, cdf, log_q, k)
 
-    sampled = df.mapInPandas(sample, sampled_schema)
-    names = ", ".join(f.name for f in schema.fields)
     out_schema = f"{', '.join(f'`{f.name}` {f.dataType.simpleString()}' for f in schema.fields)}, {EXTRA}"
-    final = sampled.mapInPandas(negatives, out_schema)
+    final = df.mapInPandas(sample, schema).mapInPandas(negatives, out_schema)
     spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
     final.write.mode("overwrite").partitionBy("dt").parquet(output)
-    written = spark.read.parquet(*[f"{output}/dt={d}" for d in dates])
-    stats = {"dates": dates, "rows_in": rows_in, "rows_out": written.count(), "items": len(items),
-             "kept_for": {t: written.where(F.col(f"sample_rates.{t}") > 0).count() for t in TASKS},
-             "batch_rates": batch_rates, "retrieval_negatives": k, "columns": names}
+    # one scan of what was written: rows, and rows kept for each task
+    written = spark.read.parquet(*[f"{output}/dt={d}" for d in dates]).agg(
+        F.count(F.lit(1)).alias("rows"),
+        *[F.sum((F.col(f"sample_rates.{t}") > 0).cast("long")).alias(t) for t in TASKS]).first()
+    stats = {"dates": dates, "rows_in": rows_in, "rows_out": written["rows"], "items": len(items),
+             "kept_for": {t: int(written[t] or 0) for t in TASKS},
+             "batch_rates": batch_rates, "retrieval_negatives": k}
     return stats
 
 

@@ -117,7 +117,9 @@ class OnlineTrainer:
     @staticmethod
     def _taken(fs, root: str, snapshot_id: str) -> float:
         """When a snapshot was taken (its latest shard's ``created``), seconds since the epoch."""
-        manifest = json.loads(fs.cat_file(f"{root}/{snapshot_id}/_MANIFEST.json"))
+        from paramserver.snapshots import COMPLETE
+
+        manifest = json.loads(fs.cat_file(f"{root}/{snapshot_id}/{COMPLETE}"))
         return max(shard["created"] for shard in manifest["shards"])
 
     def offsets_at(self, time_ms: int) -> dict[str, int]:
