@@ -56,11 +56,9 @@ retrain: ## The daily retrain in one process: DATE=YYYY-MM-DD (default yesterday
 	@$(FLYWHEEL) retrain --date $(or $(DATE),$$(date -u -d yesterday +%F)) --mode $(or $(MODE),warm) \
 		$(if $(EPOCHS),--epochs $(EPOCHS))
 
-demo: up ## Set up, start the stack, run the smoke job, then backfill DATA (if present) and one daily retrain
+demo: up ## Set up, start the stack and run the closed loop on DATA (MovieLens folder): champion, joiner, server, trainer, simulator
 	@$(FLYWHEEL) smoke
-	@if [ -d "$(DATA)" ]; then $(MAKE) --no-print-directory backfill retrain; \
-	else echo "No MovieLens folder at DATA=$(DATA): skipping the backfill and the daily retrain."; fi
-	@echo "The stack keeps running: 'make status' for URLs and logins, 'make down' to stop it."
+	@$(FLYWHEEL) demo --data $(DATA) --watch-s $(or $(WATCH),60)
 
 test: setup ## Set up, then run every test (unit + integration; integration starts its own stack on test ports)
 	@$(PYTEST) tests

@@ -68,13 +68,14 @@ def _print_status(cfg) -> bool:
     typer.echo(f"{'service':<12}{'health':<9}{'RSS MiB':>8}  {'url':<48} programs")
     for r in rows:
         progs = " ".join(f"{n}={s}" for n, s in r.programs.items())
-        health = typer.style("ok" if r.healthy else "DOWN", fg=typer.colors.GREEN if r.healthy else typer.colors.RED)
+        word, color = ("ok", typer.colors.GREEN) if r.healthy else ("off", None) if r.off else ("DOWN", typer.colors.RED)
+        health = typer.style(word, fg=color)
         typer.echo(f"{r.name:<12}{health:<18}{r.rss_mib:>8.0f}  {r.url:<48} {progs}")
     typer.echo(f"{'total':<21}{sum(r.rss_mib for r in rows):>8.0f}")
     if (airflow.home(cfg) / "passwords.json").exists():
         user, password = airflow.admin_credentials(cfg)
         typer.echo(f"Airflow login: {user} / {password}   (state: {cfg.stack.root})")
-    return all(r.healthy for r in rows)
+    return all(r.healthy or r.off for r in rows)
 
 
 @app.command()
@@ -300,11 +301,15 @@ def online_train():
     """Run the online trainer: joined examples from Kafka -> the champion's models -> the
     training PS (synced to serving within seconds); metrics to an MLflow run."""
     import logging
+    import signal
+    import threading
 
     from pipelines.online.run import run_online
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    run_online(load_config())
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())  # finish the batch, close the MLflow run
+    run_online(load_config(), stop=stopping.is_set)
 
 
 @app.command()
@@ -320,6 +325,66 @@ def serve():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = load_config()
     uvicorn.run(create_app(cfg), host=cfg.stack.host, port=cfg.serving.port, log_level="info")
+
+
+@app.command()
+@friendly
+def demo(
+    data: Annotated[str, typer.Option(help="a MovieLens folder: the catalogue, the simulated users, the bootstrap history")],
+    watch_s: Annotated[float, typer.Option(help="print live figures for this long (0: just start)")] = 60,
+):
+    """The closed loop on the running stack: a champion (backfill + one retrain when there is
+    none), the joiner, the model server, the online trainer and the simulator; then where to look."""
+    from pathlib import Path
+
+    from flywheel.demo import run
+
+    run(load_config(), Path(data), watch_s=watch_s, echo=typer.echo)
+
+
+@app.command()
+@friendly
+def simulate(
+    data: Annotated[Optional[str], typer.Option(help="a MovieLens folder (default: simulator.data)")] = None,
+    speedup: Annotated[Optional[float], typer.Option(
+        help="event-time gaps are divided by this; 0: as fast as --rate allows (default: simulator.speedup)")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="most feed requests per second (default: simulator.rate)")] = None,
+    once: Annotated[bool, typer.Option(help="one pass over the held-out ratings, then stop")] = False,
+    duration_s: Annotated[Optional[float], typer.Option(help="start no session after this many seconds")] = None,
+    users: Annotated[Optional[int], typer.Option(min=1, help="only the first N users of the held-out ratings")] = None,
+):
+    """Replay a MovieLens history as users of the model server (stack.host:serving.port): feeds,
+    actions (some late), Prometheus metrics on simulator.metrics_port. Loops until stopped."""
+    import logging
+    import signal
+
+    from simulator.replay import Simulator
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = load_config()
+    try:
+        sim = Simulator.from_config(cfg, data=data, speedup=speedup, rate=rate)
+        server = sim.metrics.serve(cfg.stack.bind, cfg.simulator.metrics_port)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    probe = None
+    if cfg.simulator.probe_every_s > 0:
+        from paramserver.client import PSClient
+        from simulator.freshness import FreshnessProbe
+
+        probe = FreshnessProbe(f"http://{cfg.stack.host}:{cfg.serving.port}", PSClient.from_config(cfg, role="serving"),
+                               registry=sim.metrics.registry, every_s=cfg.simulator.probe_every_s).start()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # finish: post the held-back actions, then exit
+        signal.signal(signum, lambda *_: sim.stop())
+    try:
+        sessions = sim.run(once=once, duration_s=duration_s, users=users)
+    finally:
+        if probe is not None:
+            probe.stop(wait=False)  # a probe in flight must not hold the shutdown
+        server.shutdown()
+        sim.close()
+    typer.echo(f"{sessions} sessions; " + ", ".join(f"{k} {v:.0f}" for k, v in sim.metrics.summary().items()))
 
 
 def main() -> None:  # pragma: no cover - console entry point

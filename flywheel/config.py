@@ -271,6 +271,32 @@ class OnlineConfig(_Section):
     window: int = Field(20_000, ge=100)  # examples in the rolling (progressive) AUC
     log_every_s: float = Field(30, gt=0)  # MLflow metrics period
     experiment: str = "online-training"
+    metrics_port: Port = 9300  # Prometheus /metrics of the trainer (stack.host)
+    group: str = "flywheel-online-trainer"  # Kafka group its offsets are committed to (monitoring only)
+
+    _port = field_validator("metrics_port")(_check_port)
+
+
+class SimulatorConfig(_Section):
+    """The user simulator (``flywheel simulate``, simulator/): a MovieLens history replayed as
+    users of the model server at ``stack.host:serving.port``."""
+
+    data: str | None = None  # a MovieLens folder (None: pass --data)
+    holdout: float = Field(0.2, gt=0, lt=1)  # the latest share of ratings (by time) replayed as sessions
+    speedup: float = Field(0, ge=0)  # event-time gaps are divided by this; 0: as fast as `rate` allows
+    rate: float = Field(5, gt=0)  # at most this many feed requests per second
+    k: int = Field(10, ge=1, le=1000)  # items per feed (<= serving.max_k)
+    base_click_rate: float = Field(0.07, gt=0, lt=1)  # p(click) on an unrated item of average taste
+    late_share: float = Field(0.05, ge=0, le=1)  # share of actions posted late, with their event time
+    late_delay_s: float = Field(60, ge=0)  # how late
+    drift_after_s: float | None = Field(None, ge=0)  # tastes drift this long into a run (None: never)
+    seed: int = 0  # of the users' choices, late actions and drift
+    timeout_s: float = Field(5, gt=0)  # per HTTP request
+    max_backoff_s: float = Field(30, gt=0)  # longest wait between retries (no model, server down)
+    metrics_port: Port = 9400  # Prometheus /metrics of the simulator (stack.bind)
+    probe_every_s: float = Field(10, ge=0)  # freshness probe period (simulator/freshness.py); 0: off
+
+    _port = field_validator("metrics_port")(_check_port)
 
 
 class SparkConfig(_Section):
@@ -325,6 +351,7 @@ class FlywheelConfig(_Section):
     paramserver: ParamServerConfig = ParamServerConfig()
     joiner: JoinerConfig = JoinerConfig()
     health: HealthConfig = HealthConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
 
     # -- derived addresses, so no caller formats a URL by hand ------------------------------
     @property
@@ -362,7 +389,8 @@ class FlywheelConfig(_Section):
     def all_ports(self) -> dict[str, int]:
         """Every port the stack listens on, by ``section.key``."""
         out: dict[str, int] = {}
-        for name in ("kafka", "hdfs", "flink", "mlflow", "airflow", "paramserver"):
+        for name in ("kafka", "hdfs", "flink", "mlflow", "airflow", "paramserver", "serving", "online",
+                     "simulator"):
             section = getattr(self, name)
             for key, value in section.model_dump().items():
                 if key == "port" or key.endswith("_port"):

@@ -7,6 +7,7 @@ first imported, so it is set here, in one place. Import ``models`` (or any submo
 before ``tensorflow``.
 """
 
+import importlib.util
 import os
 import sys
 
@@ -16,7 +17,7 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no C++ info banners on every start
 
-try:
-    import tf_keras  # noqa: F401
-except ImportError as exc:  # pragma: no cover - set-up problem
-    raise ImportError("tf-keras is missing: run 'make setup' (requirements.txt pins it)") from exc
+# a presence check, not an import: light users of models/ (the MovieLens loader in the
+# simulator, the catalogue) must not pay TensorFlow's ~500 MiB and seconds of start-up
+if importlib.util.find_spec("tf_keras") is None:  # pragma: no cover - set-up problem
+    raise ImportError("tf-keras is missing: run 'make setup' (requirements.txt pins it)")

@@ -182,16 +182,24 @@ def _log(cfg: FlywheelConfig, manifest: dict) -> None:
 
 
 def _log_run(cfg: FlywheelConfig, manifest: dict) -> None:
-    import mlflow
+    """One run per snapshot in experiment ``paramserver-snapshots``, through the client API, so
+    it never touches the caller's active run (the online trainer's long run)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
 
-    mlflow.set_tracking_uri(cfg.mlflow_url)
-    mlflow.set_experiment("paramserver-snapshots")
-    with mlflow.start_run(run_name=manifest["snapshot_id"]):
-        mlflow.set_tags({"snapshot_uri": manifest["uri"], "snapshot_id": manifest["snapshot_id"]})
-        mlflow.log_params({"shards": len(manifest["shards"]), "tables": ",".join(manifest["tables"])})
-        for name in manifest["tables"]:
-            mlflow.log_metric(f"rows_{name}", sum(s["rows"].get(name, 0) for s in manifest["shards"]))
-        mlflow.log_dict(manifest, "manifest.json")
+    client = MlflowClient(cfg.mlflow_url)
+    experiment = client.get_experiment_by_name("paramserver-snapshots")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("paramserver-snapshots")
+    run = client.create_run(experiment_id, run_name=manifest["snapshot_id"])
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(f"rows_{name}", sum(s["rows"].get(name, 0) for s in manifest["shards"]), now, 0)
+                 for name in manifest["tables"]],
+        params=[Param("shards", str(len(manifest["shards"]))), Param("tables", ",".join(manifest["tables"]))],
+        tags=[RunTag("snapshot_uri", manifest["uri"]), RunTag("snapshot_id", manifest["snapshot_id"])])
+    client.log_dict(run.info.run_id, manifest, "manifest.json")
+    client.set_terminated(run.info.run_id)
 
 
 def prune(fs, root: str, keep: int, max_age_days: float, protect: set[str], now: float | None = None) -> list[str]:

@@ -8,6 +8,7 @@
   keyed by user, and acknowledged (202) only once Kafka has them. A click, like, finish or
   share also enters the user's history slot.
 - ``GET /health``: the loaded model version and when it was loaded.
+- ``GET /metrics``: Prometheus metrics (serving/metrics.py lists them).
 
 Limits (``serving`` config): ``k <= max_k``; ``max_events`` per request; bodies over
 ``max_body_bytes`` get 413. Errors say what, where and what to do.
@@ -23,6 +24,9 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import make_asgi_app
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -30,6 +34,7 @@ from flywheel.config import FlywheelConfig
 from serving.catalogue import Catalogue
 from serving.feed import FeedBuilder, NoModel, log_features
 from serving.history import Histories
+from serving.metrics import ServingMetrics
 from streaming.schemas import INT63_MAX, TASK_OF_ACTION, SchemaError, encode, key_of, parse_action
 
 log = logging.getLogger(__name__)
@@ -92,16 +97,34 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
 
     app = FastAPI(title="Flywheel model server", version="1", lifespan=lifespan,
                   description="Feeds (Deep Retrieval + MMoE) and the event collector. See serving/app.py.")
+    metrics = ServingMetrics()
+    app.state.metrics = metrics
+    app.mount("/metrics", make_asgi_app(metrics.registry))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        if request.url.path == "/feed":
+            metrics.feed_requests.labels("422").inc()
+        return await request_validation_exception_handler(request, exc)
 
     @app.get("/feed", response_model=FeedResponse)
     def feed(user_id: int = Query(..., ge=0, le=INT63_MAX, description="the user, 0..2^63-1"),
              k: int = Query(10, ge=1, le=s.max_k, description=f"items to return, 1..{s.max_k}")):
         builder: FeedBuilder = state["feed"]
+        started, timings = time.perf_counter(), {}
+        current = state["loader"].current
+        metrics.model(current.version if current else None, current.loaded_at if current else None)
         try:
-            request_id, version, served = builder.build(user_id, k)
+            request_id, version, served = builder.build(user_id, k, timings)
         except NoModel as exc:
+            metrics.feed_requests.labels("503").inc()
             return problem(503, str(exc))
         log_features(state["producer"], s.features_topic, served)
+        for stage, seconds in timings.items():
+            metrics.feed_latency.labels(stage).observe(seconds)
+        metrics.feed_latency.labels("total").observe(time.perf_counter() - started)
+        metrics.feed_requests.labels("200").inc()
+        metrics.feed_items.inc(len(served))
         cat = builder.catalogue
         return FeedResponse(request_id=request_id, model_version=version, user_id=user_id, items=[
             FeedItem(item_id=x.item_id, position=x.position, score=x.score, scores=x.scores,
@@ -111,17 +134,22 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
     async def events(request: Request):
         declared = int(request.headers.get("content-length") or 0)
         if declared > s.max_body_bytes:
+            metrics.events.labels("refused").inc()
             return problem(413, f"body of {declared} bytes; the limit is {s.max_body_bytes}: send fewer events per request")
         body = await request.body()
         if len(body) > s.max_body_bytes:
+            metrics.events.labels("refused").inc()
             return problem(413, f"body of {len(body)} bytes; the limit is {s.max_body_bytes}: send fewer events per request")
         try:
             data = json.loads(body)
         except ValueError as exc:
+            metrics.events.labels("invalid").inc()
+            metrics.invalid.labels("not_json").inc()
             return problem(400, f"the body is not JSON: {exc}; send an action object, a list of them, or {{\"events\": [...]}}")
         batch = data.get("events") if isinstance(data, dict) and "events" in data else data
         batch = batch if isinstance(batch, list) else [batch]
         if not batch or len(batch) > s.max_events:
+            metrics.events.labels("refused").inc()
             return problem(400 if not batch else 413, f"{len(batch)} events; send 1..{s.max_events} per request")
         actions, errors = [], []
         for n, event in enumerate(batch):
@@ -130,6 +158,9 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
             except SchemaError as err:
                 errors.append({"index": n, "reason": err.reason, "field": err.field, "message": str(err)})
         if errors:
+            metrics.events.labels("invalid").inc(len(batch))
+            for e in errors:
+                metrics.invalid.labels(e["reason"]).inc()
             return problem(422, f"{len(errors)} of {len(batch)} events are invalid; nothing was accepted",
                            invalid=errors)
         futures = [state["producer"].send(s.actions_topic, key=key_of(a), value=encode(a)) for a in actions]
@@ -137,7 +168,9 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
             for future in futures:
                 future.get(timeout=10)
         except Exception as exc:  # Kafka down: the client retries; nothing is acknowledged
+            metrics.events.labels("unavailable").inc(len(actions))
             return problem(503, f"Kafka did not take the events ({exc}); retry later")
+        metrics.events.labels("accepted").inc(len(actions))
         for a in actions:
             if a.action in TASK_OF_ACTION:
                 state["feed"].histories.add(a.user_id, a.item_id)

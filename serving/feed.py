@@ -50,13 +50,16 @@ class FeedBuilder:
     def user_sparse(self, user: int) -> dict[str, list[int]]:
         return {"user": [user], "history": self.histories.get(user), "user_attr": self.catalogue.users.get(user, [])}
 
-    def build(self, user: int, k: int) -> tuple[str, str, list[Served]]:
-        """(request_id, model_version, the top ``k`` items). Raises NoModel."""
+    def build(self, user: int, k: int, timings: dict[str, float] | None = None) -> tuple[str, str, list[Served]]:
+        """(request_id, model_version, the top ``k`` items); ``timings`` (if given) gets the
+        seconds spent in ``retrieve`` and ``rank``. Raises NoModel."""
         model = self.loader.current
         if model is None:
             raise NoModel(NoModel.__doc__)
+        started = time.perf_counter()
         sparse = self.user_sparse(user)
         [(found, _)] = model.retriever.retrieve([{"user_id": user, "sparse": sparse}], k=self.candidates)
+        retrieved = time.perf_counter()
         candidates = list(dict.fromkeys(found))
         if len(candidates) < k:  # a short beam (a cold user, few items on its paths): fill up
             seen = set(candidates)
@@ -66,6 +69,8 @@ class FeedBuilder:
         scores = model.ranker.score(rows)
         total = sum(w * scores[t] for t, w in self.task_weights.items() if t in scores)
         order = np.argsort(-total, kind="stable")[:k]
+        if timings is not None:
+            timings.update(retrieve=retrieved - started, rank=time.perf_counter() - retrieved)
         request_id, now = uuid.uuid4().hex, int(time.time() * 1000)
         version = f"{model.meta.get('model_name', 'flywheel')}/{model.version}"
         served = []

@@ -50,6 +50,7 @@ class Service:
     ports: list[int] = field(default_factory=list)
     requires: list[str] = field(default_factory=list)  # started with it by `up --only`
     start_after: list[str] = field(default_factory=list)  # its programs start once these are healthy
+    on_demand: bool = False  # not started by a bare `up` (the loop: `flywheel demo` / `up --only`)
 
 
 def java() -> str:
@@ -139,7 +140,7 @@ def wait_until(check: Callable[[], bool], timeout_s: float, interval_s: float = 
 
 def services(cfg: FlywheelConfig) -> list[Service]:
     """Every service of the local stack, in start order."""
-    from flywheel.stack import airflow, flink, hdfs, kafka, mlflow_server, paramserver
+    from flywheel.stack import airflow, flink, hdfs, kafka, loop, mlflow_server, paramserver
 
     return [
         kafka.service(cfg),
@@ -148,4 +149,5 @@ def services(cfg: FlywheelConfig) -> list[Service]:
         mlflow_server.service(cfg),
         airflow.service(cfg),
         paramserver.service(cfg),
+        *loop.services(cfg),
     ]

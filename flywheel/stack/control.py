@@ -17,15 +17,18 @@ from flywheel.stack.base import Service, StackError, port_free, services
 def _select(cfg: FlywheelConfig, only: list[str] | None) -> list[Service]:
     every = services(cfg)
     if not only:
-        return every
+        return [s for s in every if not s.on_demand]
     names = {s.name for s in every}
     unknown = set(only) - names
     if unknown:
         raise StackError(f"unknown service(s) {sorted(unknown)}; choose from {sorted(names)}")
-    wanted = set(only)
-    for svc in every:  # pull in what a chosen service needs
-        if svc.name in wanted:
-            wanted.update(svc.requires)
+    wanted, grew = set(only), True
+    while grew:  # pull in what a chosen service needs, and what that needs
+        before = len(wanted)
+        for svc in every:
+            if svc.name in wanted:
+                wanted.update(svc.requires)
+        grew = len(wanted) > before
     return [s for s in every if s.name in wanted]
 
 
@@ -113,6 +116,17 @@ def up(cfg: FlywheelConfig, only: list[str] | None = None, echo=print) -> None:
         time.sleep(1)
 
 
+def stop(cfg: FlywheelConfig, only: list[str]) -> None:
+    """Stop the programs of the named services (others keep running)."""
+    sup = sv.Supervisor(cfg)
+    if not sup.running():
+        return
+    for svc in services(cfg):
+        if svc.name in only:
+            for prog in svc.programs:
+                sup.stop(prog.name)
+
+
 def down(cfg: FlywheelConfig) -> bool:
     """Stop every program and supervisord; True if anything was running."""
     sup = sv.Supervisor(cfg)
@@ -129,6 +143,12 @@ class ServiceStatus:
     url: str
     programs: dict[str, str]
     rss_mib: float
+    on_demand: bool = False  # started by `flywheel demo` / `up --only`, not by a bare `up`
+
+    @property
+    def off(self) -> bool:
+        """An on-demand service nobody started: not a failure."""
+        return self.on_demand and all(s in ("STOPPED", "EXITED") for s in self.programs.values())
 
 
 def _rss_mib(pid: int) -> float:
@@ -156,7 +176,7 @@ def status(cfg: FlywheelConfig) -> list[ServiceStatus]:
             ok = svc.healthy() if any(s == "RUNNING" for s in progs.values()) else False
         except Exception:  # noqa: BLE001
             ok = False
-        out.append(ServiceStatus(svc.name, ok, svc.url, progs, rss))
+        out.append(ServiceStatus(svc.name, ok, svc.url, progs, rss, svc.on_demand))
     return out
 
 

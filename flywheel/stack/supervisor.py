@@ -137,6 +137,14 @@ class Supervisor:
             if "ALREADY_STARTED" not in exc.faultString:
                 raise StackError(f"supervisord could not start {name}: {exc.faultString}") from None
 
+    def stop(self, name: str) -> None:
+        """Stop one program (SIGTERM to its group, SIGKILL after its stopwaitsecs); no error if stopped."""
+        try:
+            self.rpc.stopProcess(name, True)
+        except xmlrpc.client.Fault as exc:
+            if "NOT_RUNNING" not in exc.faultString and "BAD_NAME" not in exc.faultString:
+                raise StackError(f"supervisord could not stop {name}: {exc.faultString}") from None
+
     def info(self) -> dict[str, dict]:
         """Program name -> supervisord's process info (statename, pid, ...)."""
         if not self.running():

@@ -45,8 +45,10 @@ class OnlineTrainer:
         self.ps = PSClient.from_config(cfg, role="training")
         # read_committed: the joiner writes examples in Kafka transactions; aborted ones must
         # not be trained on
+        # offsets are also committed to ``online.group`` after each acknowledged push, for lag
+        # monitoring (stream_health, the Kafka tools); recovery reads them from snapshots only
         self.consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False,
-                                      isolation_level="read_committed")
+                                      isolation_level="read_committed", group_id=cfg.online.group)
         parts = self.consumer.partitions_for_topic(topic)
         if not parts:
             raise RuntimeError(f"examples topic {topic!r} does not exist: run 'make up'")
@@ -150,9 +152,11 @@ class OnlineTrainer:
         return sum(max(0, ends[tp] - self.consumer.position(tp)) for tp in self.partitions)
 
     def run(self, stop: Callable[[], bool] = lambda: False, idle_exit_s: float | None = None,
-            on_tick: Callable[[OnlineTrainer], None] | None = None, tick_s: float = 30.0) -> None:
+            on_tick: Callable[[OnlineTrainer], None] | None = None, tick_s: float = 30.0,
+            on_batch: Callable[[list[dict]], None] | None = None) -> None:
         """Train until ``stop()`` or, with ``idle_exit_s``, until no example came for that long;
-        ``on_tick(self)`` runs in this loop at most every ``tick_s`` (metrics, logging)."""
+        ``on_tick(self)`` runs in this loop at most every ``tick_s`` (metrics, logging);
+        ``on_batch(examples)`` after each batch the training PS acknowledged."""
         self.rollback()  # a (re)started trainer continues from the newest snapshot
         idle_since = last_tick = time.monotonic()
         while not stop():
@@ -167,6 +171,9 @@ class OnlineTrainer:
             idle_since = time.monotonic()
             try:
                 self.train_batch(examples)
+                self.consumer.commit_async()  # the PS acknowledged: the group may move past them
+                if on_batch is not None:
+                    on_batch(examples)
                 self.applied += len(examples)
                 self.since_snapshot += len(examples)
                 if self.since_snapshot >= self.snapshot_every:

@@ -121,3 +121,19 @@ def test_no_champion_answers_503_and_docs_are_served(stack):
         assert requests.get(f"{s.url}/docs", timeout=30).status_code == 200
     finally:
         s.stop()
+
+
+def test_metrics_count_feeds_stages_and_rejected_events(server):
+    requests.get(f"{server.url}/feed", params={"user_id": 6, "k": 3}, timeout=30)
+    requests.post(f"{server.url}/events", json=[action(kind="rate")], timeout=30)
+    text = requests.get(f"{server.url}/metrics/", timeout=30).text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("flywheel_serving_feed_requests_total", (("status", "200"),))] >= 1
+    for stage in ("retrieve", "rank", "total"):
+        assert samples[("flywheel_serving_feed_latency_seconds_count", (("stage", stage),))] >= 1
+    assert samples[("flywheel_serving_events_total", (("result", "invalid"),))] >= 1
+    assert samples[("flywheel_serving_model_info", (("version", "7"),))] == 1
+    assert any(name == "flywheel_serving_invalid_events_total" and value >= 1 for (name, _), value in samples.items())

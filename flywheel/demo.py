@@ -1,0 +1,134 @@
+"""``flywheel demo``: the closed loop on the running stack, from nothing to a learning feed.
+
+1. A champion: on a stack without one, land the MovieLens folder as 14 days of history ending
+   yesterday and run one daily retrain (what the ``daily_retrain`` DAG does), so serving starts
+   from a trained model.
+2. The Flink joiner, unless it runs already.
+3. The model server, the online trainer and the simulator (supervised, started on demand),
+   with the folder as the server's catalogue and the simulator's population.
+4. Where to look, then a few lines of live figures (feeds/s, examples trained, rolling AUC,
+   freshness) so the loop is seen to turn.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+
+import requests
+
+from flywheel.config import FlywheelConfig
+from flywheel.stack.base import StackError
+
+LOOP = ["model-server", "online-trainer", "simulator"]
+
+
+def with_data(cfg: FlywheelConfig, data: Path) -> FlywheelConfig:
+    """``cfg`` with ``data`` as the model server's catalogue and the simulator's population."""
+    update = {"serving": cfg.serving.model_copy(update={"catalogue": str(data)})}
+    if hasattr(cfg, "simulator"):
+        update["simulator"] = cfg.simulator.model_copy(update={"data": str(data)})
+    return cfg.model_copy(update=update)
+
+
+def bootstrap(cfg: FlywheelConfig, data: Path, echo: Callable[[str], None]) -> None:
+    """Publish a first champion when there is none (backfill + one retrain, forced)."""
+    from pipelines.batch.publish import champion
+
+    current = champion(cfg)
+    if current is not None:
+        echo(f"champion: version {current.version} (trained for {current.tags.get('date', '?')})")
+        return
+    from flywheel import cli
+
+    yesterday = (date.today() - timedelta(days=1)).isoformat()
+    echo(f"no champion yet: backfill {data} as 14 days ending {yesterday}, then one daily retrain")
+    cli.backfill(data=str(data), days=14, end_date=yesterday, negatives=4)
+    cli.retrain(date=yesterday, mode="scratch", epochs=None, train_days=None, force_publish=True)
+
+
+def start_joiner(cfg: FlywheelConfig, echo: Callable[[str], None]) -> None:
+    from flywheel import flinkjobs, joiner_job
+
+    if running := flinkjobs.running(cfg, joiner_job.job_name(cfg)):
+        echo(f"joiner: running (job {running[0]})")
+        return
+    record = joiner_job.record(cfg)
+    job = joiner_job.resume(cfg) if record.get("savepoint") else joiner_job.start(cfg)
+    echo(f"joiner: started job {job}")
+
+
+def _scrape(url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    try:
+        text = requests.get(url, timeout=3).text
+    except requests.RequestException:
+        return out
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = s.name + "".join(f"|{v}" for v in s.labels.values())
+            out[key] = s.value
+    return out
+
+
+def where_to_look(cfg: FlywheelConfig) -> str:
+    from flywheel.stack import airflow
+
+    h = cfg.stack.host
+    lines = [
+        f"  feed API (OpenAPI docs)  http://{h}:{cfg.serving.port}/docs",
+        f"  Flink UI (the joiner)    {cfg.flink_url}",
+        f"  MLflow UI (runs, models) {cfg.mlflow_url}   experiments: {cfg.batch.experiment}, {cfg.online.experiment}",
+        f"  Airflow UI (DAGs)        {cfg.airflow_url}",
+        f"  metrics                  http://{h}:{cfg.serving.port}/metrics, http://{h}:{cfg.online.metrics_port}/metrics",
+    ]
+    if hasattr(cfg, "simulator"):
+        lines[-1] += f", http://{h}:{cfg.simulator.metrics_port}/metrics (freshness)"
+    if (airflow.home(cfg) / "passwords.json").exists():
+        user, password = airflow.admin_credentials(cfg)
+        lines.append(f"  Airflow login            {user} / {password}")
+    return "\n".join(lines)
+
+
+def watch(cfg: FlywheelConfig, seconds: float, echo: Callable[[str], None], every_s: float = 15) -> None:
+    """Print the loop's figures every ``every_s`` for ``seconds``."""
+    h = cfg.stack.host
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(every_s)
+        server = _scrape(f"http://{h}:{cfg.serving.port}/metrics/")
+        online = _scrape(f"http://{h}:{cfg.online.metrics_port}/metrics")
+        sim = _scrape(f"http://{h}:{cfg.simulator.metrics_port}/metrics") if hasattr(cfg, "simulator") else {}
+        feeds = server.get("flywheel_serving_feed_requests_total|200", 0)
+        actions = server.get("flywheel_serving_events_total|accepted", 0)
+        count, total = sim.get("flywheel_freshness_seconds_count", 0), sim.get("flywheel_freshness_seconds_sum", 0)
+        fresh = f"{total / count:.1f}s mean over {count:.0f} probes" if count else "no probe yet"
+        echo(f"  feeds {feeds:.0f}, actions {actions:.0f}, examples trained "
+             f"{online.get('flywheel_online_examples_total', 0):.0f} "
+             f"({online.get('flywheel_online_examples_per_second', 0):.0f}/s, lag "
+             f"{online.get('flywheel_online_consumer_lag', 0):.0f}), rolling AUC click "
+             f"{online.get('flywheel_online_rolling_auc|click', float('nan')):.3f}, freshness {fresh}")
+
+
+def run(cfg: FlywheelConfig, data: Path, watch_s: float = 60, echo: Callable[[str], None] = print) -> None:
+    """The whole demo (see the module docstring); the loop keeps running afterwards."""
+    from flywheel.stack import control
+
+    if not (data / "u.data").exists() and not (data / "ratings.csv").exists():
+        raise StackError(f"{data} is not a MovieLens folder (no u.data or ratings.csv): "
+                         "pass DATA=<folder of ml-100k or ml-latest> to make demo")
+    data = data.resolve()
+    cfg = with_data(cfg, data)
+    bootstrap(cfg, data, echo)
+    start_joiner(cfg, echo)
+    control.up(cfg, only=LOOP, echo=echo)
+    echo("The loop runs: simulator -> /feed + /events -> Kafka -> Flink joiner -> examples -> online trainer"
+         " -> training PS -> serving PS -> /feed. Where to look:")
+    echo(where_to_look(cfg))
+    if watch_s > 0:
+        watch(cfg, watch_s, echo)
+    echo("It keeps running: 'make status' for health, 'make logs P=simulator' for a program's log, 'make down' to stop.")

@@ -1,0 +1,58 @@
+"""The online trainer's Prometheus metrics, served on ``stack.host:online.metrics_port``.
+
+| metric | type | unit, meaning |
+|---|---|---|
+| ``flywheel_online_examples_total`` | counter | examples trained on (replays after a recovery count again) |
+| ``flywheel_online_examples_per_second`` | gauge | examples/s over the last ~5 s |
+| ``flywheel_online_consumer_lag`` | gauge | examples on the topic not yet consumed (records) |
+| ``flywheel_online_rolling_auc{task}`` | gauge | progressive-validation AUC over the last ``online.window`` examples |
+| ``flywheel_online_recoveries_total`` | counter | rollbacks to a snapshot (the start counts as one) |
+| ``flywheel_online_bad_examples_total`` | counter | examples that were not JSON (skipped, counted) |
+| ``flywheel_online_last_batch_timestamp_seconds`` | gauge | when the last batch was pushed to the training PS (unix s) |
+| ``flywheel_online_champion_version`` | gauge | the champion version trained on (0: waiting for one) |
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+
+class OnlineMetrics:
+    """Metrics of one trainer process (see the module docstring)."""
+
+    def __init__(self):
+        self.registry = r = CollectorRegistry()
+        self.examples = Counter("flywheel_online_examples", "examples trained on", registry=r)
+        self.rate = Gauge("flywheel_online_examples_per_second", "examples/s (last ~5 s)", registry=r)
+        self.lag = Gauge("flywheel_online_consumer_lag", "examples not yet consumed", registry=r)
+        self.auc = Gauge("flywheel_online_rolling_auc", "progressive-validation AUC", ["task"], registry=r)
+        self.recoveries = Counter("flywheel_online_recoveries", "rollbacks to a snapshot", registry=r)
+        self.bad = Counter("flywheel_online_bad_examples", "examples that were not JSON", registry=r)
+        self.last_batch = Gauge("flywheel_online_last_batch_timestamp_seconds", "last push (unix s)", registry=r)
+        self.champion = Gauge("flywheel_online_champion_version", "champion version trained on", registry=r)
+        self._seen = {"examples": 0.0, "recoveries": 0.0, "bad": 0.0}
+
+    def serve(self, host: str, port: int):
+        """Start the /metrics HTTP server in a daemon thread; returns (server, thread)."""
+        return start_http_server(port, addr=host, registry=self.registry)
+
+    def _add(self, counter: Counter, key: str, total: float) -> None:
+        if total > self._seen[key]:
+            counter.inc(total - self._seen[key])
+        self._seen[key] = total
+
+    def update(self, learner_metrics: dict[str, float], lag: int, recoveries: int, bad: int) -> None:
+        """Set every metric from the learner's and the trainer's own figures (totals)."""
+        self._add(self.examples, "examples", learner_metrics.get("examples", 0.0))
+        self._add(self.recoveries, "recoveries", float(recoveries))
+        self._add(self.bad, "bad", float(bad))
+        self.rate.set(learner_metrics.get("examples_per_s", 0.0))
+        self.lag.set(lag)
+        for key, value in learner_metrics.items():
+            if key.startswith("rolling_auc_"):
+                self.auc.labels(key.removeprefix("rolling_auc_")).set(value)
+
+    def batch_pushed(self) -> None:
+        self.last_batch.set(time.time())

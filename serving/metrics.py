@@ -1,0 +1,47 @@
+"""The model server's Prometheus metrics (``GET /metrics``), one registry per app.
+
+| metric | type | unit, meaning |
+|---|---|---|
+| ``flywheel_serving_feed_requests_total{status}`` | counter | feed requests by HTTP status |
+| ``flywheel_serving_feed_latency_seconds{stage}`` | histogram | seconds per request: ``retrieve`` (Deep Retrieval beam), ``rank`` (MMoE), ``total`` |
+| ``flywheel_serving_feed_items_total`` | counter | items served (and logged to Kafka ``features``) |
+| ``flywheel_serving_events_total{result}`` | counter | actions posted: ``accepted``, ``invalid``, ``refused`` (size limits), ``unavailable`` (Kafka down) |
+| ``flywheel_serving_invalid_events_total{reason}`` | counter | invalid actions by schema reason |
+| ``flywheel_serving_model_info{version}`` | gauge | 1 for the model version being served |
+| ``flywheel_serving_model_loaded_timestamp_seconds`` | gauge | when that version was loaded (unix s) |
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServingMetrics:
+    """The model server's metrics (see the module docstring)."""
+
+    def __init__(self):
+        self.registry = r = CollectorRegistry()
+        self.feed_requests = Counter("flywheel_serving_feed_requests", "feed requests by HTTP status", ["status"],
+                                     registry=r)
+        self.feed_latency = Histogram("flywheel_serving_feed_latency_seconds", "feed latency per stage (s)",
+                                      ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.feed_items = Counter("flywheel_serving_feed_items", "items served and logged", registry=r)
+        self.events = Counter("flywheel_serving_events", "actions posted, by result", ["result"], registry=r)
+        self.invalid = Counter("flywheel_serving_invalid_events", "invalid actions by reason", ["reason"], registry=r)
+        self.model_info = Gauge("flywheel_serving_model_info", "the model version served", ["version"], registry=r)
+        self.model_loaded = Gauge("flywheel_serving_model_loaded_timestamp_seconds", "when it was loaded (unix s)",
+                                  registry=r)
+        self._version: str | None = None
+
+    def model(self, version: str | None, loaded_at: float | None) -> None:
+        """Point ``model_info`` at ``version`` (called per request; cheap when unchanged)."""
+        if version == self._version:
+            return
+        if self._version is not None:
+            self.model_info.remove(self._version)
+        if version is not None:
+            self.model_info.labels(version).set(1)
+            self.model_loaded.set(loaded_at or 0)
+        self._version = version

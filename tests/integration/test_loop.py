@@ -1,0 +1,188 @@
+"""The closed loop on the real stack: the supervised model server and online trainer, the Flink
+joiner, the parameter servers and a champion published by the daily retrain's code.
+
+serve -> log features -> join with actions -> train online -> sync -> serve with fresher
+embeddings: a new user who keeps liking one genre sees it rise in the feed within a bounded
+number of rounds, the serving PS holds the user's trained row, served features are on Kafka,
+the trainer counts the joined examples, a kill -9 of the trainer loses none of the examples
+that arrive while it is down, and bad requests get 4xx with reasons.
+
+The champion is trained on the same synthetic data as test_daily_retrain (reused when that
+test published it; otherwise backfilled and retrained here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import numpy as np
+import pytest
+import requests
+from kafka import KafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
+
+from flywheel import flinkjobs, joiner_job
+from flywheel.paths import ML_PYTHON
+from flywheel.stack import control
+from flywheel.stack.supervisor import Supervisor
+from models.synthetic import write_movielens
+from paramserver.client import PSClient
+from pipelines.batch.publish import champion
+from serving.catalogue import Catalogue
+from simulator.freshness import probe_once
+
+pytestmark = pytest.mark.integration
+EVAL_DAY = "2031-03-05"  # test_daily_retrain's data: the same synthetic folder, the same champion
+LOOP = ["model-server", "online-trainer"]
+ROUNDS = 15  # feed -> actions -> wait for the sync, at most this many times
+
+
+def flywheel(*args: str) -> None:
+    subprocess.run([str(ML_PYTHON.parent / "flywheel"), *args], check=True, timeout=900)
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text -> {'name{label=value}': value} (samples without labels by name)."""
+    out = {}
+    for family in text_string_to_metric_families(requests.get(url, timeout=10).text):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+def wait(check, timeout_s: float, what: str, interval_s: float = 0.5):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if value := check():
+                return value
+        except (requests.RequestException, OSError):
+            pass
+        time.sleep(interval_s)
+    raise AssertionError(f"{what} not within {timeout_s:.0f}s")
+
+
+@pytest.fixture(scope="module")
+def loop(stack, tmp_path_factory):
+    folder = write_movielens(tmp_path_factory.mktemp("ml"), users=120, items=60, ratings_per_user=25, days=4)
+    if champion(stack) is None:
+        flywheel("backfill", "--data", str(folder), "--end-date", EVAL_DAY, "--days", "4", "--negatives", "2")
+        flywheel("retrain", "--date", EVAL_DAY, "--mode", "scratch", "--epochs", "1", "--train-days", "3",
+                 "--force-publish")
+    started_joiner = None
+    if not flinkjobs.running(stack, joiner_job.job_name(stack)):
+        started_joiner = joiner_job.start(stack)
+    cfg = stack.model_copy(update={"serving": stack.serving.model_copy(update={"catalogue": str(folder)})})
+    control.up(cfg, only=LOOP, echo=lambda msg: print(msg, flush=True))
+    url = f"http://{cfg.stack.host}:{cfg.serving.port}"
+    wait(lambda: requests.get(f"{url}/health", timeout=5).json()["model_version"], 120, "the champion in the model server")
+    metrics = f"http://{cfg.stack.host}:{cfg.online.metrics_port}/metrics"
+    wait(lambda: scrape(metrics).get("flywheel_online_champion_version", 0) > 0, 180, "the trainer on the champion")
+    ps = PSClient.from_config(cfg, role="serving")
+    yield {"cfg": cfg, "url": url, "metrics": metrics, "catalogue": Catalogue.load(folder), "ps": ps}
+    ps.close()
+    control.stop(cfg, LOOP)
+    if started_joiner:
+        flinkjobs.cancel(stack, started_joiner)
+
+
+def genre_share(feed: dict, genre: str) -> float:
+    return sum(genre in item["genres"] for item in feed["items"]) / len(feed["items"])
+
+
+def risen(shares: list[float], before: float) -> bool:
+    """The genre's share over the last three feeds is up by 0.3 (3 items in 10) at least."""
+    return len(shares) >= 3 and float(np.mean(shares[-3:])) >= before + 0.3
+
+
+def act(session, url: str, feed: dict, genre: str) -> None:
+    """Click, like and finish every item of ``genre``; skip the others."""
+    now = int(time.time() * 1000)
+    events = []
+    for item in feed["items"]:
+        kinds = ("click", "like", "finish") if genre in item["genres"] else ("skip",)
+        events += [{"schema_version": 1, "request_id": feed["request_id"], "user_id": feed["user_id"],
+                    "item_id": item["item_id"], "event_time": now, "action": kind} for kind in kinds]
+    got = session.post(f"{url}/events", json={"events": events}, timeout=30)
+    assert got.status_code == 202, got.text
+
+
+def test_a_user_who_likes_one_genre_sees_it_rise_and_the_loop_closes(stack, loop):
+    url, ps, session = loop["url"], loop["ps"], requests.Session()
+    user = 700_000_000 + uuid.uuid4().int % 10**6  # a new user: cold start, no row anywhere
+    ids = np.array([user], np.uint64)
+    first = session.get(f"{url}/feed", params={"user_id": user, "k": 10}, timeout=30).json()
+    assert len(first["items"]) == 10
+    # the genre to like: shown at least once, but the least shown of those (room to rise)
+    shown = [g for item in first["items"] for g in item["genres"]]
+    genre = min(set(shown), key=lambda g: (shown.count(g), g))
+    before = genre_share(first, genre)
+    assert before <= 0.4, f"the first feed shows one genre only ({shown}): run on a fresh stack"
+    examples_before = scrape(loop["metrics"]).get("flywheel_online_examples_total", 0)
+
+    feed, shares, updates = first, [], 0
+    for _ in range(ROUNDS):
+        row = np.array(ps.pull("user_id", ids)[0], copy=True)
+        act(session, url, feed, genre)
+        # one sync later (bounded): the serving PS holds the user's row, trained on those actions
+        try:
+            wait(lambda: not np.array_equal(ps.pull("user_id", ids)[0], row), 30, "the user's row on serving", 0.1)
+            updates += 1
+        except AssertionError:
+            pass
+        feed = session.get(f"{url}/feed", params={"user_id": user, "k": 10}, timeout=30).json()
+        shares.append(genre_share(feed, genre))
+        if risen(shares, before):
+            break
+    print(f"genre {genre}: share {before:.1f} -> {shares}; serving row updated {updates} times")
+    assert updates >= 2, "online training did not reach the serving PS"
+    assert risen(shares, before), f"the liked genre did not rise: {before} -> {shares}"
+
+    # served features are on Kafka under the request id; joined examples reached the trainer
+    consumer = KafkaConsumer(stack.serving.features_topic, bootstrap_servers=stack.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    logged = [json.loads(r.value) for r in consumer if r.key == str(user).encode()]
+    consumer.close()
+    assert {r["request_id"] for r in logged} >= {first["request_id"], feed["request_id"]}
+    assert scrape(loop["metrics"])["flywheel_online_examples_total"] > examples_before
+
+
+def test_kill_9_of_the_trainer_loses_no_example(stack, loop):
+    """Examples joined while the trainer is dead are trained on after supervisord restarts it:
+    it rolls back to its newest snapshot and replays the topic from the snapshot's offsets."""
+    url, ps, session = loop["url"], loop["ps"], requests.Session()
+    sup = Supervisor(loop["cfg"])
+    pid = sup.info()["online-trainer"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    user = 710_000_000 + uuid.uuid4().int % 10**6
+    ids = np.array([user], np.uint64)
+    feed = session.get(f"{url}/feed", params={"user_id": user, "k": 5}, timeout=30).json()
+    act(session, url, feed, feed["items"][0]["genres"][0])  # while no trainer runs
+    wait(lambda: sup.info()["online-trainer"]["pid"] not in (0, pid), 60, "supervisord restarting the trainer")
+    wait(lambda: scrape(loop["metrics"]).get("flywheel_online_champion_version", 0) > 0, 180, "the trainer back")
+    assert scrape(loop["metrics"])["flywheel_online_recoveries_total"] >= 1  # a new process: its start
+    wait(lambda: np.abs(ps.pull("user_id", ids)[0]).sum() > 0, 120, "the examples of the downtime trained and synced")
+    wait(lambda: scrape(loop["metrics"])["flywheel_online_consumer_lag"] == 0, 120, "the trainer catching up")
+
+
+def test_freshness_probe_measures_the_whole_loop(loop):
+    seconds = probe_once(requests.Session(), loop["url"], loop["ps"], 720_000_000 + uuid.uuid4().int % 10**6,
+                         timeout_s=60)
+    assert seconds is not None and 0 < seconds < 60
+
+
+@pytest.mark.parametrize("path, params, status, words", [
+    ("/feed", {"user_id": "abc"}, 422, "user_id"),
+    ("/feed", {"user_id": 1, "k": 100_000}, 422, "less than or equal"),
+])
+def test_bad_requests_to_the_running_server_get_4xx_with_reasons(loop, path, params, status, words):
+    got = requests.get(f"{loop['url']}{path}", params=params, timeout=30)
+    assert got.status_code == status and words in got.text
+    metrics = scrape(f"{loop['url']}/metrics/")
+    assert metrics.get("flywheel_serving_feed_requests_total{status=422}", 0) >= 1
