@@ -6,6 +6,8 @@ learning embeddings from each batch of joined examples, with progressive validat
 - **Dense weights frozen** (``online.train_dense: false``, the default): serving ranks with the
   champion's dense graph, so the embeddings learn against that graph. A new champion is picked
   up between batches.
+- **One impression, trained once per task**: the joiner's cumulative re-emissions (click, then
+  click + like, ...) train only the tasks whose label rose (pipelines/online/upgrades.py).
 - **Progressive validation**: each batch is scored *before* it trains, so the rolling AUC over
   the last ``window`` examples measures the model on data it has not seen (Monolith's online
   metric).
@@ -23,6 +25,7 @@ import numpy as np
 from models.evaluation import auc_per_task
 from models.mmoe import task_weights
 from models.sparse import FrozenDense, Gradients, merge_gradients
+from pipelines.online.upgrades import LabelUpgrades
 
 
 class OnlineLearner:
@@ -34,6 +37,7 @@ class OnlineLearner:
         self.window = window
         self.recent: collections.deque = collections.deque(maxlen=window)  # (labels, weights, scores)
         self.examples = 0
+        self.upgrades = LabelUpgrades()
         self.started = time.monotonic()
         self._rate = (time.monotonic(), 0)
         self.examples_per_s = 0.0
@@ -54,20 +58,30 @@ class OnlineLearner:
         ``ps`` is the client the loaded models pull through (the loader's source)."""
         model = self._models()
         tasks = list(model.ranker.model.tasks)
+        received, examples = len(examples), self.upgrades.apply(examples, tasks)
+        if not examples:  # repeats only: nothing new to learn
+            self.examples += received
+            self._count(received)
+            return {}
         scores = model.ranker.score(examples)
         weights = task_weights(examples, tasks)
         for n, e in enumerate(examples):
             self.recent.append(({t: e["labels"].get(t, 0) for t in tasks}, {t: float(weights[t][n]) for t in tasks},
                                 {t: float(scores[t][n]) for t in tasks}))
         _, ranking = model.ranker.step(examples)
-        clicks = [e for e in examples if e["labels"].get("click") and e["item_id"] in model.retriever.index_of]
+        clicks = [e for n, e in enumerate(examples) if e["labels"].get("click") and weights["click"][n] > 0
+                  and e["item_id"] in model.retriever.index_of]  # an upgrade of a trained click: not again
         parts = [ranking]
         if clicks:
             _, retrieval = model.retriever.step(clicks)
             parts.append(retrieval)
-        self.examples += len(examples)
-        self._count(len(examples))
+        self.examples += received
+        self._count(received)
         return merge_gradients(*parts)
+
+    def forget(self) -> None:
+        """The trainer rolled back: the examples it replays are trained as new."""
+        self.upgrades.forget()
 
     def _count(self, n: int) -> None:
         since, count = self._rate

@@ -51,7 +51,7 @@ def run_online(cfg: FlywheelConfig, stop=lambda: False, idle_exit_s: float | Non
     loader.start()
     learner = OnlineLearner(loader, train_dense=o.train_dense, window=o.window)
     trainer = OnlineTrainer(cfg, learner.step, topic=cfg.joiner.examples_topic, batch_size=o.batch_size,
-                            snapshot_every=o.snapshot_every)
+                            snapshot_every=o.snapshot_every, on_rollback=learner.forget)
     mlflow.set_tracking_uri(cfg.mlflow_url)
     mlflow.set_experiment(o.experiment)
     last_log = [time.monotonic()]

@@ -39,8 +39,10 @@ class OnlineTrainer:
     """Single-process trainer over every partition of the examples topic."""
 
     def __init__(self, cfg: FlywheelConfig, step: Step, topic: str = "examples", batch_size: int = 256,
-                 snapshot_every: int = 10_000, recover_timeout_s: float = 120):
+                 snapshot_every: int = 10_000, recover_timeout_s: float = 120,
+                 on_rollback: Callable[[], None] | None = None):
         self.cfg, self.step, self.topic, self.batch_size = cfg, step, topic, batch_size
+        self.on_rollback = on_rollback  # the step's own state to reset when the PS rolls back
         self.snapshot_every, self.recover_timeout_s = snapshot_every, recover_timeout_s
         self.ps = PSClient.from_config(cfg, role="training")
         # read_committed: the joiner writes examples in Kafka transactions; aborted ones must
@@ -109,6 +111,8 @@ class OnlineTrainer:
         else:
             offsets = manifests[0].get("examples_offsets", {}).get(self.topic, {}) if manifests[0] else {}
         self.seek(offsets)
+        if self.on_rollback is not None:
+            self.on_rollback()
         self.ps.forget_incarnations()  # the restored shards are the ones to follow now
         self.recoveries += 1
         log.warning("rolled back to %ssnapshot %s; replaying %s from %s", "the published " if handover else "",

@@ -45,3 +45,39 @@ def test_merged_gradients_sum_per_id():
     np.testing.assert_array_equal(merged["t"][0], [1, 2, 3])
     np.testing.assert_array_equal(merged["t"][1], [[1, 1], [3, 3], [2, 2]])
     assert merged["u"][0].tolist() == [9]
+
+
+def test_the_joiners_cumulative_re_emissions_train_each_task_once():
+    from pipelines.online.upgrades import LabelUpgrades
+
+    tasks = ["click", "like", "finish"]
+    up = LabelUpgrades(capacity=3)
+
+    def ex(item, click=0, like=0, finish=0, **extra):
+        return {"request_id": "r", "item_id": item, "sample_rate": 1.0,
+                "labels": {"click": click, "like": like, "finish": finish}, **extra}
+
+    first = up.apply([ex(1, click=1)], tasks)
+    assert first == [ex(1, click=1)]  # a new impression trains every task
+    [liked] = up.apply([ex(1, click=1, like=1)], tasks)
+    assert liked["sample_rates"] == {"click": 0.0, "like": 1.0, "finish": 0.0}  # only the risen task
+    assert up.apply([ex(1, click=1, like=1)], tasks) == []  # an exact repeat trains nothing
+    [late] = up.apply([ex(2, sample_rate=0.1), ex(2, click=1, is_correction=True)], tasks)[1:]
+    assert late["sample_rates"] == {"click": 1.0, "like": 0.0, "finish": 0.0}  # negative, then corrected
+    for item in (3, 4, 5):
+        up.apply([ex(item)], tasks)
+    assert len(up.trained) == 3 and (("r", 1) not in up.trained)  # bounded, oldest dropped
+    up.forget()
+    assert up.apply([ex(4, click=1, like=1)], tasks) == [ex(4, click=1, like=1)]  # after a rollback: new
+
+
+def test_an_upgrade_trains_only_its_risen_task(tmp_path):
+    loader = trained_loader(tmp_path)
+    learner = OnlineLearner(loader, window=500)
+    source = loader.current.ranker.source
+    e = examples(1, 3)[0]
+    e.update(request_id="q", labels={"click": 1, "like": 0, "finish": 0})
+    learner.step([e], source)
+    grads = learner.step([{**e, "labels": {"click": 1, "like": 1, "finish": 0}}], source)
+    assert grads and learner.examples == 2
+    assert learner.step([{**e, "labels": {"click": 1, "like": 1, "finish": 0}}], source) == {}
