@@ -1,5 +1,6 @@
-"""experiments/movielens.py end to end on generated MovieLens data with tiny settings: it
-trains every model, prints its tables and writes its JSON and plot."""
+"""The experiments end to end on generated MovieLens data with tiny settings: each trains its
+models, prints its tables and writes its JSON and plot (movielens.py; online_vs_batch.py,
+whose never-synced arm must score exactly as the batch model)."""
 
 import json
 import subprocess
@@ -27,3 +28,27 @@ def test_movielens_experiment_runs_on_tiny_generated_data(tmp_path):
     assert 0 < dr["share_scored"] <= 1 and tt["share_scored"] == 1.0
     assert all(0 <= v <= 1 for r in results["ranking"].values() for v in r["auc"].values())
     assert (tmp_path / "results" / "movielens.png").stat().st_size > 0
+
+
+def test_online_vs_batch_experiment_runs_on_tiny_generated_data(tmp_path):
+    from models.synthetic import write_movielens
+
+    write_movielens(tmp_path / "ml", users=30, items=25, ratings_per_user=10, days=3)
+    out = subprocess.run([sys.executable, str(REPO / "experiments/online_vs_batch.py"), "--data", str(tmp_path / "ml"),
+                          "--out", str(tmp_path / "results"), "--days", "3", "--eval-days", "1", "--negatives", "1",
+                          "--batch-size", "64", "--micro-batch", "8", "--max-span", "60", "--intervals", "0,1m,2d"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Δ click vs batch" in out.stdout
+    results = json.loads((tmp_path / "results" / "online_vs_batch.json").read_text())
+    (day,) = results["days"]
+    arms = day["arms"]
+    assert list(arms) == ["batch", "0", "1m", "2d"]
+    assert arms["batch"]["syncs"] == 0 and arms["0"]["syncs"] == day["micro_batches"] >= arms["1m"]["syncs"] > 0
+    for task in ("click", "like"):
+        assert arms["2d"]["auc"][task] == arms["batch"]["auc"][task]  # never synced: the batch model's scores
+    assert arms["0"]["auc"]["click"] != arms["batch"]["auc"]["click"]  # synced every micro-batch: learned online
+    assert all(0 <= v <= 1 for a in arms.values() for v in a["auc"].values())
+    assert {r["arm"] for r in results["summary"]} == set(arms)
+    assert (tmp_path / "results" / "online_vs_batch.png").stat().st_size > 0
+    assert "| 1m |" in (tmp_path / "results" / "online_vs_batch.md").read_text()
