@@ -223,7 +223,8 @@ def replay_day(cfg, history: list[dict], day: list[dict], intervals: dict[str, f
             c.waiting.extend(mb)
         _, grads = online.step(mb)
         if args.step_scale == "batch":  # each example moves the rows as much as in the daily retrain
-            grads = {t: (ids, g * (len(mb) / args.batch_size)) for t, (ids, g) in grads.items()}
+            grads = {t: (ids, g if t in args.unscaled_tables else g * (len(mb) / args.batch_size))
+                     for t, (ids, g) in grads.items()}
         push_gradients(online.source, grads)
         deltas = {name: table.export_delta() for name, table in training.items()}
         for c in copies:
@@ -295,6 +296,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--step-scale", choices=("batch", "mean"), default="batch",
                    help="batch: micro-batch row gradients x size/--batch-size (the retrain's per-example step); "
                         "mean: as the online trainer does (mean loss over whatever one poll returned)")
+    p.add_argument("--unscaled-tables", type=lambda v: sorted(filter(None, v.split(","))), default=[],
+                   help="with --step-scale batch: tables left at each micro-batch's mean (e.g. user_id)")
     p.add_argument("--train-dense", action="store_true", help="train dense weights online too (shipped at each sync)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)

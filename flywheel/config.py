@@ -22,7 +22,7 @@ import functools
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -273,6 +273,8 @@ class OnlineConfig(_Section):
     experiment: str = "online-training"
     metrics_port: Port = 9300  # Prometheus /metrics of the trainer (stack.host)
     group: str = "flywheel-online-trainer"  # Kafka group its offsets are committed to (monitoring only)
+    step_scale: Literal["batch", "mean"] = "batch"  # batch: rows move per example as in the retrain
+    personal_tables: list[str] = ["user_id"]  # ...except these (one user's rows): each batch's mean step
 
     _port = field_validator("metrics_port")(_check_port)
 

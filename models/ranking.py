@@ -86,9 +86,15 @@ class RankingTrainer:
         push_gradients(self.source, grads)
         return loss
 
+    @tf.function(reduce_retracing=True)
+    def _scores(self, rows, index, dense):
+        return self.model.predict_scores({"features": self._features(rows, index, dense)})
+
     def score(self, examples: list[dict]) -> dict[str, np.ndarray]:
-        """Serving scores per task (no position bias, no inserts), {task: [n]}."""
-        batch, tensors = self.inputs(examples)
+        """Serving scores per task (no position bias, no inserts), {task: [n]}; one compiled
+        graph (traced again only when the slots' shapes generalise)."""
+        batch = SparseBatch.from_examples(examples, self.slots)
+        dense = np.array([[e.get("dense", {}).get(n, 0.0) for n in self.dense] for e in examples], np.float32)
         rows = batch.pull(self.source)
-        features = self._features(rows, batch.tensors(), tensors["dense"])
-        return {t: v.numpy() for t, v in self.model.predict_scores({"features": features}).items()}
+        scores = self._scores(rows, batch.tensors(), tf.constant(dense.reshape(len(examples), len(self.dense))))
+        return {t: v.numpy() for t, v in scores.items()}

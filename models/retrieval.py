@@ -123,7 +123,11 @@ class DeepRetrievalTrainer(_UserModelTrainer):
         neg, neg_log_q, own_log_q = sampled
         return structure + self.model.sampled_rerank_loss(user, item_idx, neg, own_log_q, neg_log_q)
 
+    accumulate_paths = True  # False online: no M-step runs there, the beam per step would be wasted
+
     def _after_step(self, item_idx):  # the streaming path scores of the M-step
+        if not self.accumulate_paths:
+            return
         self.paths.accumulate(item_idx, *self.model.beam_search(tf.stop_gradient(self._last), self.beam))
 
     def end_epoch(self) -> int:

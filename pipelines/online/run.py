@@ -49,7 +49,9 @@ def run_online(cfg: FlywheelConfig, stop=lambda: False, idle_exit_s: float | Non
     if not wait_for_champion(cfg, loader, stop):
         return
     loader.start()
-    learner = OnlineLearner(loader, train_dense=o.train_dense, window=o.window)
+    learner = OnlineLearner(loader, train_dense=o.train_dense, window=o.window,
+                            reference_batch=cfg.batch.batch_size if o.step_scale == "batch" else None,
+                            personal_tables=tuple(o.personal_tables))
     trainer = OnlineTrainer(cfg, learner.step, topic=cfg.joiner.examples_topic, batch_size=o.batch_size,
                             snapshot_every=o.snapshot_every, on_rollback=learner.forget)
     mlflow.set_tracking_uri(cfg.mlflow_url)

@@ -81,3 +81,24 @@ def test_an_upgrade_trains_only_its_risen_task(tmp_path):
     grads = learner.step([{**e, "labels": {"click": 1, "like": 1, "finish": 0}}], source)
     assert grads and learner.examples == 2
     assert learner.step([{**e, "labels": {"click": 1, "like": 1, "finish": 0}}], source) == {}
+
+
+def test_online_steps_are_sized_as_in_the_daily_retrain(tmp_path):
+    loader = trained_loader(tmp_path)
+    source = loader.current.ranker.source
+    batch = examples(16, 7)
+    plain = OnlineLearner(loader, window=500).step(batch, source)
+    scaled = OnlineLearner(loader, window=500, reference_batch=64).step(batch, source)
+    for table, (ids, grads) in plain.items():
+        np.testing.assert_array_equal(scaled[table][0], ids)
+        np.testing.assert_allclose(scaled[table][1], grads * 16 / 64, rtol=1e-5, atol=1e-8)
+
+
+def test_a_users_own_rows_keep_the_full_step(tmp_path):
+    loader = trained_loader(tmp_path)
+    source = loader.current.ranker.source
+    batch = examples(16, 8)
+    plain = OnlineLearner(loader, window=500).step(batch, source)
+    scaled = OnlineLearner(loader, window=500, reference_batch=64, personal_tables=("user_id",)).step(batch, source)
+    np.testing.assert_allclose(scaled["user_id"][1], plain["user_id"][1], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(scaled["item_id"][1], plain["item_id"][1] * 16 / 64, rtol=1e-5, atol=1e-8)
