@@ -65,13 +65,13 @@ def _print_status(cfg) -> bool:
     from flywheel.stack import airflow, control
 
     rows = control.status(cfg)
-    typer.echo(f"{'service':<12}{'health':<9}{'RSS MiB':>8}  {'url':<48} programs")
+    typer.echo(f"{'service':<16}{'health':<9}{'RSS MiB':>8}  {'url':<48} programs")
     for r in rows:
         progs = " ".join(f"{n}={s}" for n, s in r.programs.items())
         word, color = ("ok", typer.colors.GREEN) if r.healthy else ("off", None) if r.off else ("DOWN", typer.colors.RED)
         health = typer.style(word, fg=color)
-        typer.echo(f"{r.name:<12}{health:<18}{r.rss_mib:>8.0f}  {r.url:<48} {progs}")
-    typer.echo(f"{'total':<21}{sum(r.rss_mib for r in rows):>8.0f}")
+        typer.echo(f"{r.name:<16}{health:<18}{r.rss_mib:>8.0f}  {r.url:<48} {progs}")
+    typer.echo(f"{'total':<25}{sum(r.rss_mib for r in rows):>8.0f}")
     if (airflow.home(cfg) / "passwords.json").exists():
         user, password = airflow.admin_credentials(cfg)
         typer.echo(f"Airflow login: {user} / {password}   (state: {cfg.stack.root})")
