@@ -265,7 +265,7 @@ class ServingConfig(_Section):
 class OnlineConfig(_Section):
     """The online trainer (``flywheel online-train``): examples from Kafka -> the training PS."""
 
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(1024, ge=1)
     snapshot_every: int = Field(50_000, ge=100)  # examples between snapshots (with offsets)
     train_dense: bool = False  # False: embeddings only, against the champion's dense graph
     window: int = Field(20_000, ge=100)  # examples in the rolling (progressive) AUC
