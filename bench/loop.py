@@ -68,6 +68,7 @@ from flywheel import flinkjobs, joiner_job  # noqa: E402
 from flywheel.config import REPO_ROOT, load_config  # noqa: E402
 from flywheel.demo import with_data  # noqa: E402
 from flywheel.stack import control  # noqa: E402
+from flywheel.stack.base import wait_until  # noqa: E402
 from flywheel.stack.supervisor import Supervisor  # noqa: E402
 from models.movielens import load as load_movielens  # noqa: E402 - pandas only, no TensorFlow
 from paramserver.client import PSClient  # noqa: E402
@@ -105,16 +106,9 @@ def value(samples: list, name: str, **labels) -> float:
     return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-def wait_for(check, timeout_s: float, what: str, interval_s: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if result := check():
-                return result
-        except (requests.RequestException, OSError):
-            pass
-        time.sleep(interval_s)
-    raise RuntimeError(f"{what} not within {timeout_s:.0f}s")
+def wait_for(check, timeout_s: float, what: str, interval_s: float = 1.0) -> None:
+    if not wait_until(check, timeout_s, interval_s):
+        raise RuntimeError(f"{what} not within {timeout_s:.0f}s")
 
 
 def histogram_quantiles(before: list, after: list, name: str, label: str, qs=(50, 99)) -> dict:

@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flywheel import flinkjobs, joiner_job
 from flywheel.paths import ML_PYTHON
 from flywheel.stack import control
+from flywheel.stack.base import wait_until
 from flywheel.stack.supervisor import Supervisor
 from models.synthetic import write_movielens
 from paramserver.client import PSClient
@@ -58,16 +59,9 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def wait(check, timeout_s: float, what: str, interval_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if value := check():
-                return value
-        except (requests.RequestException, OSError):
-            pass
-        time.sleep(interval_s)
-    raise AssertionError(f"{what} not within {timeout_s:.0f}s")
+def wait(check, timeout_s: float, what: str, interval_s: float = 0.5) -> None:
+    if not wait_until(check, timeout_s, interval_s):
+        raise AssertionError(f"{what} not within {timeout_s:.0f}s")
 
 
 @pytest.fixture(scope="module")
