@@ -105,22 +105,27 @@ class DeepRetrieval(keras.Model):
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.zeros(len(items), tf.int32), logits))
 
     def beam_search(self, user: tf.Tensor, beam: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``beam`` most probable paths per user, best first.
+        """The ``beam`` most probable paths per user, best first (:meth:`beam` as arrays).
 
         Returns:
           paths [n, B, D] int32 (distinct within a row), log_probs [n, B] float32 (descending).
         """
-        n = int(user.shape[0])
-        paths = tf.zeros((n, 1, 0), tf.int32)
-        scores = tf.zeros((n, 1))
+        paths, scores = self.beam(user, beam)
+        return paths.numpy(), scores.numpy()
+
+    def beam(self, user: tf.Tensor, beam: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """:meth:`beam_search` as tensors; graph-safe (the batch size may be unknown)."""
+        n = tf.shape(user)[0]
+        paths = tf.zeros([n, 1, 0], tf.int32)
+        scores = tf.zeros([n, 1])
         for d in range(self.depth):
             b = paths.shape[1]
-            logp = self.layer_log_probs(tf.repeat(user, b, axis=0), tf.reshape(paths, (n * b, d)))
-            total = tf.reshape(scores[:, :, None] + tf.reshape(logp, (n, b, self.width)), (n, b * self.width))
+            logp = self.layer_log_probs(tf.repeat(user, b, axis=0), tf.reshape(paths, [n * b, d]))
+            total = tf.reshape(scores[:, :, None] + tf.reshape(logp, [n, b, self.width]), [n, b * self.width])
             scores, flat = tf.math.top_k(total, k=min(beam, b * self.width))
             parent, code = flat // self.width, flat % self.width
             paths = tf.concat([tf.gather(paths, parent, batch_dims=1), code[:, :, None]], axis=2)
-        return paths.numpy(), scores.numpy()
+        return paths, scores
 
 
 class PathAssignment:

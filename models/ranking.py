@@ -98,3 +98,27 @@ class RankingTrainer:
         rows = batch.pull(self.source)
         scores = self._scores(rows, batch.tensors(), tf.constant(dense.reshape(len(examples), len(self.dense))))
         return {t: v.numpy() for t, v in scores.items()}
+
+    def score_candidates(self, shared: dict[str, list[int]], items: list[dict[str, list[int]]],
+                         source: EmbeddingSource | None = None) -> dict[str, np.ndarray]:
+        """:meth:`score` of one user's candidates, {task: [len(items)]}: the ``shared`` slots
+        (the user's: id, history, attributes) are pulled and pooled once and broadcast to every
+        candidate, whose own slots come from ``items``; dense features read 0. ``source``
+        overrides where rows are pulled from (serving: one request's ``RequestRows``)."""
+        overlap = set(shared) & {slot for row in items for slot in row}
+        if overlap:
+            raise ValueError(f"slots {sorted(overlap)} are both shared and per candidate; give each once")
+        batch = SparseBatch.from_examples([{"sparse": shared}] + [{"sparse": row} for row in items], self.slots)
+        rows = batch.pull(source or self.source)
+        dense = tf.zeros((len(items), len(self.dense)))
+        common = tuple(s.name for s in self.slots if s.name in shared)
+        scores = self._scores_shared(rows, batch.tensors(), dense, common)
+        return {t: v.numpy() for t, v in scores.items()}
+
+    @tf.function(reduce_retracing=True)
+    def _scores_shared(self, rows, index, dense, common):
+        n = tf.shape(dense)[0]
+        embedded = embed_slots(rows, index, self._tables, n + 1)  # row 0: the shared slots
+        parts = [tf.repeat(embedded[s.name][:1], n, axis=0) if s.name in common else embedded[s.name][1:]
+                 for s in self.slots]
+        return self.model.predict_scores({"features": tf.concat(parts + [dense], axis=1)})

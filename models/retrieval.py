@@ -21,7 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.deep_retrieval import DeepRetrieval, PathAssignment
-from models.sparse import EmbeddingSource, Gradients, Slot, SparseBatch, push_gradients, train_step
+from models.sparse import EmbeddingSource, Gradients, Slot, SparseBatch, embed_slots, push_gradients, train_step
 from models.two_tower import TwoTower, UserTower
 
 
@@ -134,19 +134,29 @@ class DeepRetrievalTrainer(_UserModelTrainer):
         """The M-step; returns how many items changed paths."""
         return self.paths.m_step(self.alpha)
 
-    def retrieve(self, queries: list[dict], k: int) -> list[tuple[list[int], int]]:
-        """Per query: (top-k item IDs by the reranker among the beam's items, items scored)."""
-        users = self.user_vectors(queries)
-        beams, _ = self.model.beam_search(users, self.beam)
+    def retrieve(self, queries: list[dict], k: int, source: EmbeddingSource | None = None) -> list[tuple[list[int], int]]:
+        """Per query: (top-k item IDs by the reranker among the beam's items, items scored).
+        The user tower and the beam run as one compiled graph; ``source`` overrides where the
+        user rows are pulled from (serving: one request's :class:`models.sparse.RequestRows`)."""
+        batch = SparseBatch.from_examples(queries, self.slots)
+        users, beams = self._search(batch.pull(source or self.source), batch.tensors(), tf.constant(batch.size))
+        users, beams = users.numpy(), beams.numpy()
+        items = self.model.reranker.embeddings.numpy()
         out = []
         for n in range(len(queries)):
             cand = self.paths.candidates(beams[n])
             if not cand:
                 out.append(([], 0))
                 continue
-            scores = self.model.rerank_logits(users[n:n + 1], tf.constant([cand])).numpy()[0]
-            out.append(([int(self.items[cand[i]]) for i in np.argsort(-scores)[:k]], len(cand)))
+            scores = items[cand] @ users[n]
+            out.append(([int(self.items[cand[i]]) for i in np.argsort(-scores, kind="stable")[:k]], len(cand)))
         return out
+
+    @tf.function(reduce_retracing=True)
+    def _search(self, rows, index, size):
+        users = self.tower(embed_slots(rows, index, {s.name: s.table for s in self.slots}, size))
+        paths, _ = self.model.beam(users, self.beam)
+        return users, paths
 
 
 class TwoTowerTrainer(_UserModelTrainer):

@@ -52,6 +52,46 @@ class LocalTables:
         return self.tables[table].apply_gradients(ids, grads)
 
 
+def pull_tables(source: EmbeddingSource, ids: dict[str, np.ndarray], insert: bool = False) -> dict[str, np.ndarray]:
+    """Rows of several tables, {table: [n, dim]}: at once when the source can (``pull_many``:
+    the PS client calls every table's shards in parallel), else one table after another."""
+    many = getattr(source, "pull_many", None)
+    if many is not None:
+        return many(ids, insert=insert)
+    return {table: source.pull(table, i, insert=insert) for table, i in ids.items()}
+
+
+class RequestRows:
+    """One request's view of a source (read only): each (table, ID) is pulled at most once, so
+    what a request pulled first (the user's rows, for retrieval) is what it reads again (for
+    ranking), and only new IDs cost a call. Not for trainers: nothing is inserted."""
+
+    def __init__(self, source: EmbeddingSource):
+        self.source = source
+        self._rows: dict[str, dict[int, np.ndarray]] = {}
+
+    def pull(self, table: str, ids, insert: bool = False) -> np.ndarray:
+        return self.pull_many({table: ids}, insert)[table]
+
+    def pull_many(self, ids: dict[str, np.ndarray], insert: bool = False) -> dict[str, np.ndarray]:
+        if insert:
+            raise ValueError("RequestRows is read only: pull with insert=True from the source itself")
+        ids = {t: np.asarray(i, dtype=np.uint64) for t, i in ids.items()}
+        missing = {}
+        for table, wanted in ids.items():
+            known = self._rows.setdefault(table, {})
+            new = [i for i in dict.fromkeys(wanted.tolist()) if i not in known]
+            if new:
+                missing[table] = np.array(new, dtype=np.uint64)
+        for table, rows in pull_tables(self.source, missing).items():
+            self._rows[table].update(zip(missing[table].tolist(), rows))
+        out = {}
+        for table, wanted in ids.items():
+            known = self._rows[table]
+            out[table] = np.stack([known[i] for i in wanted.tolist()]) if len(wanted) else self.source.pull(table, wanted)
+        return out
+
+
 @dataclass(frozen=True)
 class Slot:
     """A sparse feature slot of the examples (``Example.sparse[name]``) and the table holding
@@ -101,7 +141,7 @@ class SparseBatch:
     def pull(self, source: EmbeddingSource, insert: bool = False) -> dict[str, tf.Tensor]:
         """Each table's rows for its unique IDs, [n_unique, dim] float32 tensors, ready for
         :meth:`embed` (insert: trainers)."""
-        return {table: tf.constant(source.pull(table, ids, insert=insert)) for table, ids in self.unique.items()}
+        return {table: tf.constant(rows) for table, rows in pull_tables(source, self.unique, insert).items()}
 
     def embed(self, rows: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """slot -> [size, dim]: the mean of the slot's rows per example (zeros when empty).

@@ -37,7 +37,8 @@ class PSClient:
         self.shards = len(addresses)
         self._clients = [flight.FlightClient(a) for a in addresses]
         self._options = flight.FlightCallOptions(timeout=timeout_s)
-        self._pool = ThreadPoolExecutor(max_workers=self.shards, thread_name_prefix="ps-client")
+        # a pull of several tables calls (tables x shards) at once
+        self._pool = ThreadPoolExecutor(max_workers=4 * self.shards, thread_name_prefix="ps-client")
         self._incarnations: dict[int, str] = {}
         self._retrying = retry(
             retry=retry_if_exception_type(TRANSIENT), stop=stop_after_attempt(retries + 1),
@@ -70,17 +71,24 @@ class PSClient:
         """Rows of ``ids`` [n, dim] float32; zeros for IDs without a row. With ``insert``
         (trainers) the PS counts the IDs toward admission once, however often a shard's call
         is retried."""
-        ids, dim = as_ids(ids), self._dim(table)
-        meta = {"table": table, "insert": "1" if insert else "0"}
-        request = uuid.uuid4().hex  # one per shard, reused by that shard's retries
-        if self.shards == 1:  # no split, no gather
-            body = self._fan_out([(0, "pull", encode({**meta, "request_id": f"{request}/0"}, id=ids))])[0]
-            return decode(body)[1]["row"].copy()  # writable, and not pinning the message
-        out = np.empty((len(ids), dim), dtype=np.float32)
-        parts = [(s, p) for s, p in enumerate(split(ids, self.shards)) if len(p)]
-        bodies = [(s, "pull", encode({**meta, "request_id": f"{request}/{s}"}, id=ids[p])) for s, p in parts]
-        for (_, p), body in zip(parts, self._fan_out(bodies)):
-            out[p] = decode(body)[1]["row"]
+        return self.pull_many({table: ids}, insert)[table]
+
+    def pull_many(self, ids: dict[str, object], insert: bool = False) -> dict[str, np.ndarray]:
+        """:meth:`pull` of several tables, {table: rows}: every (table, shard) call in parallel,
+        so a feed's user rows cost one round trip, not one per table."""
+        calls, places, out = [], [], {}
+        for table, wanted in ids.items():
+            wanted, dim = as_ids(wanted), self._dim(table)
+            out[table] = np.empty((len(wanted), dim), dtype=np.float32)
+            meta = {"table": table, "insert": "1" if insert else "0"}
+            request = uuid.uuid4().hex  # one per shard, reused by that shard's retries
+            parts = [(0, slice(None))] if self.shards == 1 else enumerate(split(wanted, self.shards))
+            for s, p in parts:
+                if len(wanted[p]):
+                    calls.append((s, "pull", encode({**meta, "request_id": f"{request}/{s}"}, id=wanted[p])))
+                    places.append((table, p))
+        for (table, p), body in zip(places, self._fan_out(calls)):
+            out[table][p] = decode(body)[1]["row"]
         return out
 
     def push(self, table: str, ids, grads: np.ndarray) -> int:

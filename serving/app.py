@@ -11,7 +11,9 @@
 - ``GET /metrics``: Prometheus metrics (serving/metrics.py lists them).
 
 Limits (``serving`` config): ``k <= max_k``; ``max_events`` per request; bodies over
-``max_body_bytes`` get 413. Errors say what, where and what to do.
+``max_body_bytes`` get 413; beyond ``max_inflight_feeds`` feeds in progress a feed request is
+shed at once (503 with ``Retry-After``) rather than queued behind work it would only slow down.
+Errors say what, where and what to do.
 
 Run: ``flywheel serve`` (binds ``stack.host``, port ``serving.port``).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from contextlib import asynccontextmanager
 
@@ -60,8 +63,8 @@ class EventsAccepted(BaseModel):
     accepted: int
 
 
-def problem(status: int, message: str, **details) -> JSONResponse:
-    return JSONResponse({"error": message, **details}, status_code=status)
+def problem(status: int, message: str, headers: dict[str, str] | None = None, **details) -> JSONResponse:
+    return JSONResponse({"error": message, **details}, status_code=status, headers=headers)
 
 
 def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, catalogue: Catalogue | None = None) -> FastAPI:
@@ -99,6 +102,7 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
                   description="Feeds (Deep Retrieval + MMoE) and the event collector. See serving/app.py.")
     metrics = ServingMetrics()
     app.state.metrics = metrics
+    admission = threading.BoundedSemaphore(s.max_inflight_feeds)
     app.mount("/metrics", make_asgi_app(metrics.registry))
 
     @app.exception_handler(RequestValidationError)
@@ -114,11 +118,20 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
         started, timings = time.perf_counter(), {}
         current = state["loader"].current
         metrics.model(current.version if current else None, current.loaded_at if current else None)
+        if not admission.acquire(blocking=False):
+            metrics.shed.inc()
+            metrics.feed_requests.labels("503").inc()
+            return problem(503, f"{s.max_inflight_feeds} feeds are being computed (serving.max_inflight_feeds); "
+                                "retry after a second", headers={"Retry-After": "1"})
+        metrics.in_flight.inc()
         try:
             request_id, version, served = builder.build(user_id, k, timings)
         except NoModel as exc:
             metrics.feed_requests.labels("503").inc()
             return problem(503, str(exc))
+        finally:
+            metrics.in_flight.dec()
+            admission.release()
         log_features(state["producer"], s.features_topic, served)
         for stage, seconds in timings.items():
             metrics.feed_latency.labels(stage).observe(seconds)

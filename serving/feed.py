@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.sparse import RequestRows
 from serving.catalogue import Catalogue
 from serving.history import Histories
 from streaming.schemas import Features, encode, key_of
@@ -58,15 +59,15 @@ class FeedBuilder:
             raise NoModel(NoModel.__doc__)
         started = time.perf_counter()
         sparse = self.user_sparse(user)
-        [(found, _)] = model.retriever.retrieve([{"user_id": user, "sparse": sparse}], k=self.candidates)
+        rows = RequestRows(model.retriever.source)  # the user's rows: pulled once, read by both models
+        [(found, _)] = model.retriever.retrieve([{"user_id": user, "sparse": sparse}], k=self.candidates, source=rows)
         retrieved = time.perf_counter()
         candidates = list(dict.fromkeys(found))
         if len(candidates) < k:  # a short beam (a cold user, few items on its paths): fill up
             seen = set(candidates)
             candidates += [int(i) for i in model.meta["items"] if int(i) not in seen][:k - len(candidates)]
-        rows = [{"user_id": user, "item_id": i, "position": 0, "dense": {},
-                 "sparse": {**sparse, "item": [i], "genre": self.catalogue.genres.get(i, [])}} for i in candidates]
-        scores = model.ranker.score(rows)
+        own = [{"item": [i], "genre": self.catalogue.genres.get(i, [])} for i in candidates]
+        scores = model.ranker.score_candidates(sparse, own, source=rows)
         total = sum(w * scores[t] for t, w in self.task_weights.items() if t in scores)
         order = np.argsort(-total, kind="stable")[:k]
         if timings is not None:
@@ -75,10 +76,10 @@ class FeedBuilder:
         version = f"{model.meta.get('model_name', 'flywheel')}/{model.version}"
         served = []
         for position, n in enumerate(order):
-            row = rows[n]
-            features = Features(request_id=request_id, user_id=user, item_id=row["item_id"], event_time=now,
-                                position=position, model_version=version, sparse=row["sparse"])
-            served.append(Served(row["item_id"], position, float(total[n]),
+            item = candidates[n]
+            features = Features(request_id=request_id, user_id=user, item_id=item, event_time=now,
+                                position=position, model_version=version, sparse={**sparse, **own[n]})
+            served.append(Served(item, position, float(total[n]),
                                  {t: float(s[n]) for t, s in scores.items()}, features))
         return request_id, version, served
 

@@ -2,7 +2,9 @@
 
 | metric | type | unit, meaning |
 |---|---|---|
-| ``flywheel_serving_feed_requests_total{status}`` | counter | feed requests by HTTP status |
+| ``flywheel_serving_feed_requests_total{status}`` | counter | feed requests by HTTP status (``503`` also when shed) |
+| ``flywheel_serving_feeds_shed_total`` | counter | feed requests refused because ``serving.max_inflight_feeds`` were in progress |
+| ``flywheel_serving_feeds_in_flight`` | gauge | feed requests being computed now |
 | ``flywheel_serving_feed_latency_seconds{stage}`` | histogram | seconds per request: ``retrieve`` (Deep Retrieval beam), ``rank`` (MMoE), ``total`` |
 | ``flywheel_serving_feed_items_total`` | counter | items served (and logged to Kafka ``features``) |
 | ``flywheel_serving_events_total{result}`` | counter | actions posted: ``accepted``, ``invalid``, ``refused`` (size limits), ``unavailable`` (Kafka down) |
@@ -27,6 +29,8 @@ class ServingMetrics:
                                      registry=r)
         self.feed_latency = Histogram("flywheel_serving_feed_latency_seconds", "feed latency per stage (s)",
                                       ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.shed = Counter("flywheel_serving_feeds_shed", "feeds refused: too many in flight", registry=r)
+        self.in_flight = Gauge("flywheel_serving_feeds_in_flight", "feeds being computed now", registry=r)
         self.feed_items = Counter("flywheel_serving_feed_items", "items served and logged", registry=r)
         self.events = Counter("flywheel_serving_events", "actions posted, by result", ["result"], registry=r)
         self.invalid = Counter("flywheel_serving_invalid_events", "invalid actions by reason", ["reason"], registry=r)

@@ -137,3 +137,46 @@ def test_metrics_count_feeds_stages_and_rejected_events(server):
     assert samples[("flywheel_serving_events_total", (("result", "invalid"),))] >= 1
     assert samples[("flywheel_serving_model_info", (("version", "7"),))] == 1
     assert any(name == "flywheel_serving_invalid_events_total" and value >= 1 for (name, _), value in samples.items())
+
+
+class HeldRetriever:
+    """The trained retriever, held at each query until the test lets it go (a slow feed)."""
+
+    def __init__(self, retriever, entered: threading.Event, release: threading.Event):
+        self.retriever, self.entered, self.release = retriever, entered, release
+
+    def __getattr__(self, name):
+        return getattr(self.retriever, name)
+
+    def retrieve(self, *args, **kwargs):
+        self.entered.set()
+        assert self.release.wait(30), "the test never released the feed"
+        return self.retriever.retrieve(*args, **kwargs)
+
+
+def test_feeds_beyond_the_in_flight_limit_are_shed_with_retry_after(stack, tmp_path_factory):
+    source = tables()
+    model = trained_loader(tmp_path_factory.mktemp("bundle"), source).current
+    entered, release = threading.Event(), threading.Event()
+    held = StaticLoader(model.__class__(model.version, model.ranker, HeldRetriever(model.retriever, entered, release),
+                                        model.meta, model.loaded_at))
+    cfg = stack.model_copy(update={"serving": stack.serving.model_copy(update={"max_inflight_feeds": 1})})
+    s = Server(create_app(cfg, source=source, loader=held, catalogue=Catalogue()), stack.serving.port + 2)
+    try:
+        first: dict = {}
+        t = threading.Thread(target=lambda: first.update(r=requests.get(f"{s.url}/feed", params={"user_id": 1},
+                                                                        timeout=60)))
+        t.start()
+        assert entered.wait(30), "the first feed never reached retrieval"
+        shed = requests.get(f"{s.url}/feed", params={"user_id": 2}, timeout=30)
+        assert shed.status_code == 503 and shed.headers["Retry-After"] == "1"
+        assert "max_inflight_feeds" in shed.json()["error"]
+        release.set()
+        t.join(60)
+        assert first["r"].status_code == 200 and len(first["r"].json()["items"]) == 10
+        assert requests.get(f"{s.url}/feed", params={"user_id": 3}, timeout=30).status_code == 200  # slot freed
+        text = requests.get(f"{s.url}/metrics/", timeout=30).text
+        assert "flywheel_serving_feeds_shed_total 1.0" in text and "flywheel_serving_feeds_in_flight 0.0" in text
+    finally:
+        release.set()
+        s.stop()

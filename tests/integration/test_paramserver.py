@@ -21,7 +21,8 @@ from paramserver.wire import encode
 
 pytestmark = pytest.mark.integration
 FLYWHEEL = Path(sys.executable).parent / "flywheel"
-TABLES = "{emb: {dim: 8, optimizer: sgd, learning_rate: 1.0, initializer: zeros}}"
+TABLES = ("{emb: {dim: 8, optimizer: sgd, learning_rate: 1.0, initializer: zeros},"
+          " aux: {dim: 4, optimizer: sgd, learning_rate: 1.0, initializer: zeros}}")
 # these tests run their own PS processes, beside the stack's own (config/test.yaml ports)
 OWN_PORTS = {"FLYWHEEL__PARAMSERVER__TRAINING_PORT": "17300", "FLYWHEEL__PARAMSERVER__SERVING_PORT": "17400"}
 
@@ -100,6 +101,16 @@ def test_pull_push_across_two_shards_and_sync_to_serving(cluster):
     np.testing.assert_array_equal(train.pull("emb", ids), np.ones((len(ids), 8), np.float32))
     rows = [s["tables"]["emb"]["rows"] for s in train.stats()]
     assert sum(rows) == len(ids) and min(rows) > 1000, f"ids were not spread over both shards: {rows}"
+
+    # several tables in one parallel pull (a feed's user rows): each in its callers' order
+    aux = ids[:300]
+    train.pull("aux", aux, insert=True)
+    train.push("aux", aux, -np.arange(len(aux) * 4, dtype=np.float32).reshape(-1, 4))
+    mixed = np.concatenate([ids[::-1][:700], np.array([12345], np.uint64)])  # one ID nobody wrote
+    got = train.pull_many({"emb": mixed, "aux": aux[::-1]})
+    np.testing.assert_array_equal(got["emb"], np.vstack([np.ones((700, 8)), np.zeros((1, 8))]).astype(np.float32))
+    np.testing.assert_array_equal(got["aux"], train.pull("aux", aux)[::-1])
+    assert got["aux"][-1, 3] == 3 and train.pull_many({"aux": np.array([], np.uint64)})["aux"].shape == (0, 4)
 
     interval = cluster.cfg.paramserver.sync_interval_s
     took = wait_equal(serve, ids, np.ones((len(ids), 8), np.float32), timeout_s=2 * interval + 5)

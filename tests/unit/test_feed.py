@@ -4,11 +4,12 @@ cold users and short beams still get a full feed."""
 import numpy as np
 import pytest
 
+from models.sparse import LocalTables, RequestRows
 from serving.catalogue import Catalogue
 from serving.feed import FeedBuilder, NoModel
 from serving.history import Histories
 from streaming.schemas import encode, parse_features
-from tests.serving_models import ITEMS, StaticLoader, trained_loader
+from tests.serving_models import ITEMS, StaticLoader, tables, trained_loader
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +55,57 @@ def test_histories_keep_the_newest_items_of_the_newest_users():
         h2.add(1, item)
     assert h2.get(1) == [12, 11]
     assert np.array_equal(h2.get(9), [])
+
+
+class CountingTables(LocalTables):
+    """LocalTables that records every pull (table, ids)."""
+
+    def __init__(self, tables):
+        super().__init__(tables)
+        self.calls = []
+
+    def pull(self, table, ids, insert=False):
+        self.calls.append((table, np.asarray(ids).tolist()))
+        return super().pull(table, ids, insert)
+
+
+def test_request_rows_pull_each_id_once_and_read_what_they_pulled_first():
+    src = CountingTables(tables().tables)
+    src.pull("user_id", [1, 2, 3], insert=True)
+    src.pull("user_id", [1, 2, 3], insert=True)
+    src.calls.clear()
+    rows = RequestRows(src)
+    first = rows.pull_many({"user_id": np.array([3, 1, 3]), "item_id": np.array([], np.uint64)})
+    np.testing.assert_array_equal(first["user_id"], src.tables["user_id"].lookup([3, 1, 3]))
+    assert first["item_id"].shape == (0, 8)
+    src.tables["user_id"].apply_gradients([1], np.ones((1, 8), np.float32))  # the PS moves on mid-request
+    again = rows.pull("user_id", [1, 2])
+    np.testing.assert_array_equal(again[0], first["user_id"][1])  # the request's own view of user 1
+    assert [c for c in src.calls if c[1]] == [("user_id", [3, 1]), ("user_id", [2])]
+    with pytest.raises(ValueError, match="read only"):
+        rows.pull("user_id", [4], insert=True)
+
+
+def test_scoring_a_users_candidates_with_shared_slots_equals_scoring_full_rows(loader):
+    ranker = loader.current.ranker
+    shared = {"user": [5], "history": [11, 12, 13], "user_attr": []}
+    own = [{"item": [i], "genre": [1_000_003] if i % 2 else []} for i in range(1, 25)]
+    full = ranker.score([{"sparse": {**shared, **o}, "position": 0, "dense": {}} for o in own])
+    fast = ranker.score_candidates(shared, own)
+    for task in full:
+        np.testing.assert_allclose(fast[task], full[task], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="both shared and per candidate"):
+        ranker.score_candidates(shared, [{"item": [1], "user": [5]}])
+
+
+def test_compiled_retrieval_returns_the_eager_beam_items_in_reranker_order(loader):
+    retriever = loader.current.retriever
+    queries = [{"sparse": {"user": [u], "history": [11] if u % 2 else [], "user_attr": []}} for u in range(1, 12)]
+    users = retriever.user_vectors(queries)
+    beams, _ = retriever.model.beam_search(users, retriever.beam)
+    items = retriever.model.reranker.embeddings.numpy()
+    for n, (top, scored) in enumerate(retriever.retrieve(queries, k=6)):
+        cand = retriever.paths.candidates(beams[n])
+        scores = items[cand] @ users[n].numpy()
+        assert scored == len(cand)
+        assert top == [int(retriever.items[cand[i]]) for i in np.argsort(-scores, kind="stable")[:6]]
