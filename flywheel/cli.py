@@ -324,6 +324,12 @@ def serve():
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = load_config()
+    import tensorflow as tf  # after serving.app (models/ sets TF up), before any op
+
+    # a feed's ops are small: thread hand-offs cost more than they save
+
+    tf.config.threading.set_intra_op_parallelism_threads(cfg.serving.tf_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(cfg.serving.tf_threads)
     uvicorn.run(create_app(cfg), host=cfg.stack.host, port=cfg.serving.port, log_level="info")
 
 

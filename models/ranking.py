@@ -20,7 +20,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.mmoe import MMoE, task_weights, weighted_loss
-from models.sparse import EmbeddingSource, Gradients, Slot, SparseBatch, embed_slots, push_gradients
+from models.sparse import CompiledGraph, EmbeddingSource, Gradients, Slot, SparseBatch, embed_slots, push_gradients
 
 
 class RankingTrainer:
@@ -39,6 +39,8 @@ class RankingTrainer:
         self.model, self.slots, self.dense, self.source = model, list(slots), list(dense), source
         self.optimizer = optimizer or keras.optimizers.Adam(learning_rate=1e-3)
         self._tables = {s.name: s.table for s in self.slots}
+        self._score_graph: CompiledGraph | None = None
+        self._shared_graphs: dict[tuple[str, ...], CompiledGraph] = {}
 
     def inputs(self, examples: list[dict]) -> tuple[SparseBatch, dict]:
         batch = SparseBatch.from_examples(examples, self.slots)
@@ -86,9 +88,11 @@ class RankingTrainer:
         push_gradients(self.source, grads)
         return loss
 
-    @tf.function(reduce_retracing=True)
     def _scores(self, rows, index, dense):
-        return self.model.predict_scores({"features": self._features(rows, index, dense)})
+        if self._score_graph is None:
+            self._score_graph = CompiledGraph(
+                lambda rows, index, dense: self.model.predict_scores({"features": self._features(rows, index, dense)}))
+        return self._score_graph(rows, index, dense)
 
     def score(self, examples: list[dict]) -> dict[str, np.ndarray]:
         """Serving scores per task (no position bias, no inserts), {task: [n]}; one compiled
@@ -112,11 +116,13 @@ class RankingTrainer:
         rows = batch.pull(source or self.source)
         dense = tf.zeros((len(items), len(self.dense)))
         common = tuple(s.name for s in self.slots if s.name in shared)
-        scores = self._scores_shared(rows, batch.tensors(), dense, common)
+        if common not in self._shared_graphs:
+            self._shared_graphs[common] = CompiledGraph(
+                lambda rows, index, dense: self._scores_shared(rows, index, dense, common))
+        scores = self._shared_graphs[common](rows, batch.tensors(), dense)
         return {t: v.numpy() for t, v in scores.items()}
 
-    @tf.function(reduce_retracing=True)
-    def _scores_shared(self, rows, index, dense, common):
+    def _scores_shared(self, rows, index, dense, common: tuple[str, ...]):
         n = tf.shape(dense)[0]
         embedded = embed_slots(rows, index, self._tables, n + 1)  # row 0: the shared slots
         parts = [tf.repeat(embedded[s.name][:1], n, axis=0) if s.name in common else embedded[s.name][1:]

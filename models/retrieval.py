@@ -21,7 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models.deep_retrieval import DeepRetrieval, PathAssignment
-from models.sparse import EmbeddingSource, Gradients, Slot, SparseBatch, embed_slots, push_gradients, train_step
+from models.sparse import CompiledGraph, EmbeddingSource, Gradients, Slot, SparseBatch, embed_slots, push_gradients, train_step
 from models.two_tower import TwoTower, UserTower
 
 
@@ -90,6 +90,7 @@ class DeepRetrievalTrainer(_UserModelTrainer):
         self.beam, self.alpha = beam, alpha
         self.model = DeepRetrieval(len(self.items), depth=depth, width=width, user_dim=user_dim)
         self.paths = PathAssignment(len(self.items), depth, width, paths_per_item, seed=seed)
+        self._search_graph: CompiledGraph | None = None
 
     def _variables(self):
         return self.tower.trainable_variables + self.model.trainable_variables
@@ -152,8 +153,12 @@ class DeepRetrievalTrainer(_UserModelTrainer):
             out.append(([int(self.items[cand[i]]) for i in np.argsort(-scores, kind="stable")[:k]], len(cand)))
         return out
 
-    @tf.function(reduce_retracing=True)
     def _search(self, rows, index, size):
+        if self._search_graph is None:
+            self._search_graph = CompiledGraph(self._user_beam)
+        return self._search_graph(rows, index, size)
+
+    def _user_beam(self, rows, index, size):
         users = self.tower(embed_slots(rows, index, {s.name: s.table for s in self.slots}, size))
         paths, _ = self.model.beam(users, self.beam)
         return users, paths

@@ -153,6 +153,38 @@ class SparseBatch:
         return {name: (tf.constant(p), tf.constant(e)) for name, (p, e) in self.index.items()}
 
 
+class CompiledGraph:
+    """``fn`` (tensors in, tensors out) traced once per input structure with every leading
+    dimension unknown, then called as that concrete function.
+
+    A ``tf.function`` matches each call's arguments against every trace it holds; with nested
+    inputs whose batch sizes vary (a feed's rows, a user's history) that matching cost ~2 ms
+    per call. Here a call costs a dictionary lookup on the inputs' structure, dtypes and
+    trailing dimensions, and batch sizes never cause a retrace.
+    """
+
+    def __init__(self, fn: Callable):
+        self.fn = tf.function(fn)
+        self._concrete: dict = {}
+
+    def __call__(self, *args):
+        key = _structure(args)
+        concrete = self._concrete.get(key)
+        if concrete is None:
+            specs = tf.nest.map_structure(
+                lambda t: tf.TensorSpec([None] * min(1, t.shape.rank) + t.shape[1:].as_list(), t.dtype), args)
+            concrete = self._concrete[key] = self.fn.get_concrete_function(*specs)
+        return concrete(*args)
+
+
+def _structure(value):
+    if isinstance(value, dict):
+        return tuple((k, _structure(v)) for k, v in sorted(value.items()))
+    if isinstance(value, (tuple, list)):
+        return tuple(_structure(v) for v in value)
+    return value.dtype, tuple(value.shape[1:])
+
+
 def embed_slots(rows: dict[str, tf.Tensor], index: dict[str, tuple[tf.Tensor, tf.Tensor]],
                 tables: dict[str, str], size) -> dict[str, tf.Tensor]:
     """slot -> [size, dim] mean of its rows (see :meth:`SparseBatch.embed`); graph-safe."""

@@ -37,8 +37,7 @@ class PSClient:
         self.shards = len(addresses)
         self._clients = [flight.FlightClient(a) for a in addresses]
         self._options = flight.FlightCallOptions(timeout=timeout_s)
-        # a pull of several tables calls (tables x shards) at once
-        self._pool = ThreadPoolExecutor(max_workers=4 * self.shards, thread_name_prefix="ps-client")
+        self._pool = ThreadPoolExecutor(max_workers=self.shards, thread_name_prefix="ps-client")
         self._incarnations: dict[int, str] = {}
         self._retrying = retry(
             retry=retry_if_exception_type(TRANSIENT), stop=stop_after_attempt(retries + 1),
@@ -60,6 +59,8 @@ class PSClient:
     def _call_once(self, shard: int, kind: str, body, timeout_s: float | None = None):
         options = self._options if timeout_s is None else flight.FlightCallOptions(timeout=timeout_s)
         results = list(self._clients[shard].do_action(flight.Action(kind, body), options))
+        if kind == "pull_many":
+            return [r.body for r in results]
         return results[0].body.to_pybytes() if kind != "pull" else results[0].body
 
     def _dim(self, table: str) -> int:
@@ -71,24 +72,46 @@ class PSClient:
         """Rows of ``ids`` [n, dim] float32; zeros for IDs without a row. With ``insert``
         (trainers) the PS counts the IDs toward admission once, however often a shard's call
         is retried."""
-        return self.pull_many({table: ids}, insert)[table]
+        ids, dim = as_ids(ids), self._dim(table)
+        if not len(ids):  # nothing to ask for (a user without history): no call
+            return np.zeros((0, dim), np.float32)
+        meta = {"table": table, "insert": "1" if insert else "0"}
+        request = uuid.uuid4().hex  # one per shard, reused by that shard's retries
+        if self.shards == 1:  # no split, no gather
+            body = self._fan_out([(0, "pull", encode({**meta, "request_id": f"{request}/0"}, id=ids))])[0]
+            return decode(body)[1]["row"].copy()  # writable, and not pinning the message
+        out = np.empty((len(ids), dim), dtype=np.float32)
+        parts = [(s, p) for s, p in enumerate(split(ids, self.shards)) if len(p)]
+        bodies = [(s, "pull", encode({**meta, "request_id": f"{request}/{s}"}, id=ids[p])) for s, p in parts]
+        for (_, p), body in zip(parts, self._fan_out(bodies)):
+            out[p] = decode(body)[1]["row"]
+        return out
 
     def pull_many(self, ids: dict[str, object], insert: bool = False) -> dict[str, np.ndarray]:
-        """:meth:`pull` of several tables, {table: rows}: every (table, shard) call in parallel,
-        so a feed's user rows cost one round trip, not one per table."""
-        calls, places, out = [], [], {}
-        for table, wanted in ids.items():
-            wanted, dim = as_ids(wanted), self._dim(table)
-            out[table] = np.empty((len(wanted), dim), dtype=np.float32)
-            meta = {"table": table, "insert": "1" if insert else "0"}
-            request = uuid.uuid4().hex  # one per shard, reused by that shard's retries
-            parts = [(0, slice(None))] if self.shards == 1 else enumerate(split(wanted, self.shards))
-            for s, p in parts:
-                if len(wanted[p]):
-                    calls.append((s, "pull", encode({**meta, "request_id": f"{request}/{s}"}, id=wanted[p])))
-                    places.append((table, p))
-        for (table, p), body in zip(places, self._fan_out(calls)):
-            out[table][p] = decode(body)[1]["row"]
+        """:meth:`pull` of several tables, {table: rows}, in one call per shard (the
+        ``pull_many`` action), the shards in parallel: a feed's user rows cost one round trip,
+        not one per table."""
+        ids = {table: as_ids(wanted) for table, wanted in ids.items()}
+        out = {table: np.empty((len(wanted), self._dim(table)), dtype=np.float32) for table, wanted in ids.items()}
+        names = [table for table, wanted in ids.items() if len(wanted)]
+        if not names:
+            return out
+        per_shard = {table: [slice(None)] if self.shards == 1 else split(ids[table], self.shards) for table in names}
+        meta = {"tables": ",".join(names), "insert": "1" if insert else "0"}
+        request = uuid.uuid4().hex  # one per shard, reused by that shard's retries
+        calls, places = [], []
+        for s in range(self.shards):
+            mine = [(n, t, per_shard[t][s]) for n, t in enumerate(names)]
+            if not any(len(ids[t][p]) for _, t, p in mine):
+                continue
+            body = encode({**meta, "request_id": f"{request}/{s}"},
+                          id=np.concatenate([ids[t][p] for _, t, p in mine]),
+                          part=np.concatenate([np.full(len(ids[t][p]), n, np.int32) for n, t, p in mine]))
+            calls.append((s, "pull_many", body))
+            places.append([(t, p) for _, t, p in mine])
+        for place, bodies in zip(places, self._fan_out(calls)):
+            for (table, p), body in zip(place, bodies):
+                out[table][p] = decode(body)[1]["row"]
         return out
 
     def push(self, table: str, ids, grads: np.ndarray) -> int:

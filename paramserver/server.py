@@ -7,8 +7,9 @@ Roles:
     IDs toward admission at most once (a retry only reads).
   * ``serving``: model servers ``pull`` (read only); rows arrive from the deltas topic.
 
-Actions (``FlightClient.do_action``): ``pull``, ``push``, ``stats``, ``health``. Bodies and
-results are Arrow IPC messages (:mod:`paramserver.wire`), except stats/health (JSON).
+Actions (``FlightClient.do_action``): ``pull``, ``pull_many`` (several tables in one call: the
+IDs of all with each one's table index, one result per table), ``push``, ``stats``, ``health``.
+Bodies and results are Arrow IPC messages (:mod:`paramserver.wire`), except stats/health (JSON).
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ class ParamServer(flight.FlightServerBase):
         kind = action.type
         if kind == "pull":
             return [flight.Result(self._pull(action.body))]
+        if kind == "pull_many":
+            return [flight.Result(body) for body in self._pull_many(action.body)]
         if kind == "push":
             return [flight.Result(json.dumps(self._push(action.body)).encode())]
         if kind in ("stats", "health"):
@@ -127,10 +130,11 @@ class ParamServer(flight.FlightServerBase):
             return [flight.Result(json.dumps(self._snapshot(action.body)).encode())]
         if kind == "restore":
             return [flight.Result(json.dumps(self._restore(action.body)).encode())]
-        raise flight.FlightServerError(f"unknown action {kind!r}; use pull, push, snapshot, stats or health")
+        raise flight.FlightServerError(f"unknown action {kind!r}; use pull, pull_many, push, snapshot, stats or health")
 
     def list_actions(self, context):
-        return [("pull", "rows of ids"), ("push", "apply gradients (training)"),
+        return [("pull", "rows of ids"), ("pull_many", "rows of ids of several tables, one result per table"),
+                ("push", "apply gradients (training)"),
                 ("snapshot", "write this shard to HDFS (training)"),
                 ("restore", "reload this shard from a snapshot (training; trainer recovery)"),
                 ("stats", "rows, bytes, rates, sync"), ("health", "same as stats")]
@@ -179,6 +183,24 @@ class ParamServer(flight.FlightServerBase):
         rows = self._lookup_inserting(table, ids, meta.get("request_id", "")) if insert else table.lookup(ids)
         self.pulls.add(len(ids))
         return encode({}, row=rows)
+
+    def _pull_many(self, body) -> list[bytes]:
+        """``meta["tables"]`` (comma-separated) and columns ``id`` and ``part`` (each ID's
+        table, an index into that list): one ``row`` message per table, in that order. An
+        inserting pull counts each table's IDs once per ``request_id`` (as ``pull``)."""
+        meta, cols = decode(body)
+        names = meta.get("tables", "").split(",") if meta.get("tables") else []
+        ids, part = cols["id"], cols["part"]
+        self._check_shard(ids)
+        insert = self.role == "training" and meta.get("insert") == "1"
+        out = []
+        for n, name in enumerate(names):
+            table, mine = self._table({"table": name}), ids[part == n]
+            rows = self._lookup_inserting(table, mine, f"{meta.get('request_id', '')}/{name}") if insert \
+                else table.lookup(mine)
+            out.append(encode({}, row=rows))
+        self.pulls.add(len(ids))
+        return out
 
     def _lookup_inserting(self, table: EmbeddingTable, ids: np.ndarray, request_id: str) -> np.ndarray:
         """A training pull: counts ``ids`` toward admission once per request id. A retry (same

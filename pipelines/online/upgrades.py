@@ -6,13 +6,18 @@ click + like + finish), and a corrected positive when an action comes after the 
 as a negative. Trained as they arrive, each would count as an impression of its own: the click
 learned three times, like and finish first learned as 0.
 
-:class:`LabelUpgrades` keeps the labels trained per (request_id, item_id) for the last
-``capacity`` keys (least recently seen dropped first; size it to the examples of one label
-window). An example repeating a key trains only the tasks whose label rose (the others get
-weight 0 through ``sample_rates``); an exact repeat trains nothing. The 0 an upgraded task
-learned first is not undone (that would take a negative weight, which the weighted-mean loss
-cannot take). The online trainer forgets the keys on every rollback, so a replay from a
-snapshot trains what it replays.
+:class:`LabelUpgrades` first coalesces a batch: the emissions of one key in the same batch
+become one example with their labels combined (the latest emission, labels the maximum of
+each task), so actions that reach the trainer together (a click, like and finish posted at
+once, joined within one checkpoint) train as one impression with every label right. Then it
+keeps the labels trained per (request_id, item_id) for the last ``capacity`` keys (least
+recently seen dropped first; size it to the examples of one label window). An example
+repeating a key of an earlier batch trains only the tasks whose label rose (the others get
+weight 0 through ``sample_rates``); an exact repeat trains nothing. The 0 that a task upgraded
+in a later batch learned first is not undone (that would take a negative weight, which the
+weighted-mean loss cannot take): without coalescing, a like or finish always arriving with its
+click would be learned as 0 then 1 and so pulled toward p = 0.5. The online trainer forgets
+the keys on every rollback, so a replay from a snapshot trains what it replays.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ class LabelUpgrades:
         self.trained: OrderedDict[tuple, dict[str, int]] = OrderedDict()
 
     def apply(self, examples: list[dict], tasks: list[str]) -> list[dict]:
-        """The examples to train, upgrades restricted to the tasks whose label rose."""
+        """The examples to train: the batch coalesced per key, upgrades of keys trained in
+        earlier batches restricted to the tasks whose label rose."""
         out = []
-        for e in examples:
+        for e in self.coalesce(examples, tasks):
             if e.get("request_id") is None:  # not from the joiner (no impression key): as it is
                 out.append(e)
                 continue
@@ -48,6 +54,30 @@ class LabelUpgrades:
                 out.append({**e, "sample_rates": kept})
         while len(self.trained) > self.capacity:
             self.trained.popitem(last=False)
+        return out
+
+    @staticmethod
+    def coalesce(examples: list[dict], tasks: list[str]) -> list[dict]:
+        """One example per (request_id, item_id) of the batch, at its last emission's place,
+        with each task's label the maximum of its emissions'."""
+        last: dict[tuple, int] = {}
+        labels: dict[tuple, dict[str, int]] = {}
+        for n, e in enumerate(examples):
+            if e.get("request_id") is None:
+                continue
+            key = (e["request_id"], e.get("item_id"))
+            last[key] = n
+            mine = {t: int(bool(e.get("labels", {}).get(t, 0))) for t in tasks}
+            labels[key] = {t: max(mine[t], labels.get(key, {}).get(t, 0)) for t in tasks}
+        out = []
+        for n, e in enumerate(examples):
+            if e.get("request_id") is None:
+                out.append(e)
+                continue
+            key = (e["request_id"], e.get("item_id"))
+            if last[key] == n:
+                out.append(e if labels[key] == {t: int(bool(e.get("labels", {}).get(t, 0))) for t in tasks}
+                           else {**e, "labels": {**e.get("labels", {}), **labels[key]}})
         return out
 
     def forget(self) -> None:

@@ -111,6 +111,9 @@ def test_pull_push_across_two_shards_and_sync_to_serving(cluster):
     np.testing.assert_array_equal(got["emb"], np.vstack([np.ones((700, 8)), np.zeros((1, 8))]).astype(np.float32))
     np.testing.assert_array_equal(got["aux"], train.pull("aux", aux)[::-1])
     assert got["aux"][-1, 3] == 3 and train.pull_many({"aux": np.array([], np.uint64)})["aux"].shape == (0, 4)
+    fresh = np.arange(90_001, 90_041, dtype=np.uint64)
+    train.pull_many({"aux": fresh, "emb": ids[:5]}, insert=True)  # a trainer's pull creates the rows
+    assert sum(s["tables"]["aux"]["rows"] for s in train.stats()) == len(aux) + len(fresh)
 
     interval = cluster.cfg.paramserver.sync_interval_s
     took = wait_equal(serve, ids, np.ones((len(ids), 8), np.float32), timeout_s=2 * interval + 5)

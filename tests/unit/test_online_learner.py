@@ -62,13 +62,33 @@ def test_the_joiners_cumulative_re_emissions_train_each_task_once():
     [liked] = up.apply([ex(1, click=1, like=1)], tasks)
     assert liked["sample_rates"] == {"click": 0.0, "like": 1.0, "finish": 0.0}  # only the risen task
     assert up.apply([ex(1, click=1, like=1)], tasks) == []  # an exact repeat trains nothing
-    [late] = up.apply([ex(2, sample_rate=0.1), ex(2, click=1, is_correction=True)], tasks)[1:]
+    assert up.apply([ex(2, sample_rate=0.1)], tasks) == [ex(2, sample_rate=0.1)]
+    [late] = up.apply([ex(2, click=1, is_correction=True)], tasks)
     assert late["sample_rates"] == {"click": 1.0, "like": 0.0, "finish": 0.0}  # negative, then corrected
     for item in (3, 4, 5):
         up.apply([ex(item)], tasks)
     assert len(up.trained) == 3 and (("r", 1) not in up.trained)  # bounded, oldest dropped
     up.forget()
     assert up.apply([ex(4, click=1, like=1)], tasks) == [ex(4, click=1, like=1)]  # after a rollback: new
+
+
+def test_emissions_of_one_impression_in_one_batch_train_once_with_every_label():
+    from pipelines.online.upgrades import LabelUpgrades
+
+    tasks = ["click", "like", "finish"]
+
+    def ex(request, item, click=0, like=0, finish=0):
+        return {"request_id": request, "item_id": item, "labels": {"click": click, "like": like, "finish": finish}}
+
+    up = LabelUpgrades()
+    batch = [ex("a", 1, click=1), ex("a", 2), ex("a", 1, click=1, like=1), {"item_id": 1, "labels": {}},
+             ex("b", 1, like=1), ex("a", 1, click=1, like=1, finish=1)]
+    out = up.apply(batch, tasks)
+    # a's item 1 once, at its last emission, with every label; unkeyed and other keys untouched
+    assert out == [ex("a", 2), {"item_id": 1, "labels": {}}, ex("b", 1, like=1), ex("a", 1, 1, 1, 1)]
+    assert all("sample_rates" not in e for e in out)  # a new impression: every task trains
+    assert up.apply([ex("a", 1, 1, 1, 1)], tasks) == []  # and it is remembered whole
+    assert up.coalesce([ex("c", 5, like=1), ex("c", 5, click=1)], tasks) == [ex("c", 5, click=1, like=1)]
 
 
 def test_an_upgrade_trains_only_its_risen_task(tmp_path):

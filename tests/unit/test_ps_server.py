@@ -71,3 +71,25 @@ def test_concurrent_retries_of_one_push_apply_it_once():
     assert sorted('"duplicate": true' in r.decode() for r in results) == [False, True, True, True]
     np.testing.assert_array_equal(client.pull("emb", ids), np.ones((len(ids), 4), np.float32))
     servers[0].shutdown()
+
+
+def test_pull_many_reads_and_inserts_several_tables_over_three_shards():
+    servers = []
+    for shard in range(3):
+        tables = {name: EmbeddingTable(TableConfig(name=name, dim=dim, optimizer=Sgd(1.0), initializer="zeros"))
+                  for name, dim in (("emb", 4), ("aux", 2))}
+        servers.append(ParamServer("grpc+tcp://127.0.0.1:0", tables, "training", shard, 3))
+        threading.Thread(target=servers[-1].serve, daemon=True).start()
+    client = PSClient([f"grpc+tcp://127.0.0.1:{s.port}" for s in servers], {"emb": 4, "aux": 2, "item": 3}, timeout_s=5,
+                      retries=1)
+    emb, aux = np.arange(1, 301, dtype=np.uint64), np.arange(1000, 1050, dtype=np.uint64)
+    client.pull_many({"emb": emb, "aux": aux}, insert=True)
+    client.push("emb", emb, -np.repeat(emb[:, None], 4, axis=1).astype(np.float32))
+    client.push("aux", aux, -np.repeat(aux[:, None], 2, axis=1).astype(np.float32))
+    got = client.pull_many({"emb": emb[::-1], "aux": aux[::7], "item": np.array([], np.uint64)})
+    np.testing.assert_array_equal(got["emb"][:, 0], emb[::-1].astype(np.float32))
+    np.testing.assert_array_equal(got["aux"], np.repeat(aux[::7, None], 2, axis=1).astype(np.float32))
+    assert got["item"].shape == (0, 3)  # nothing asked of a table: no call, an empty answer
+    assert [len(s.tables["aux"]) for s in servers] == [len(p) for p in split(aux, 3)]
+    for s in servers:
+        s.shutdown()
