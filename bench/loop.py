@@ -61,12 +61,12 @@ os.environ.setdefault("FLYWHEEL_CONFIG", "config/bench.yaml")
 
 from kafka import KafkaAdminClient, KafkaProducer  # noqa: E402
 from kafka.admin import NewTopic  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from bench.report import Figure, report  # noqa: E402
 from flywheel import flinkjobs, joiner_job  # noqa: E402
 from flywheel.config import REPO_ROOT, load_config  # noqa: E402
 from flywheel.demo import with_data  # noqa: E402
+from flywheel.prometheus import histogram_quantiles, scrape, value  # noqa: E402
 from flywheel.stack import control  # noqa: E402
 from flywheel.stack.base import wait_until  # noqa: E402
 from flywheel.stack.supervisor import Supervisor  # noqa: E402
@@ -93,60 +93,9 @@ def running_programs(cfg) -> set[str]:
     return {name for name, p in Supervisor(cfg).info().items() if p["statename"] in ("RUNNING", "STARTING")}
 
 
-def scrape(url: str) -> list:
-    """Prometheus samples of ``url`` ([] when it does not answer)."""
-    try:
-        text = requests.get(url, timeout=5).text
-    except requests.RequestException:
-        return []
-    return [s for family in text_string_to_metric_families(text) for s in family.samples]
-
-
-def value(samples: list, name: str, **labels) -> float:
-    return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
-
-
 def wait_for(check, timeout_s: float, what: str, interval_s: float = 1.0) -> None:
     if not wait_until(check, timeout_s, interval_s):
         raise RuntimeError(f"{what} not within {timeout_s:.0f}s")
-
-
-def histogram_quantiles(before: list, after: list, name: str, label: str, qs=(50, 99)) -> dict:
-    """Per ``label`` value: count, mean and quantiles (ms, linear within a bucket) of the
-    histogram ``name`` over the window between two scrapes."""
-    def buckets(samples):
-        out: dict[str, dict[float, float]] = {}
-        for s in samples:
-            if s.name == f"{name}_bucket":
-                out.setdefault(s.labels[label], {})[float(s.labels["le"])] = s.value
-        return out
-
-    def sums(samples, suffix):
-        return {s.labels[label]: s.value for s in samples if s.name == f"{name}_{suffix}"}
-
-    b0, b1 = buckets(before), buckets(after)
-    s0, s1, c0, c1 = sums(before, "sum"), sums(after, "sum"), sums(before, "count"), sums(after, "count")
-    out = {}
-    for key, cum in b1.items():
-        edges = sorted(cum)
-        counts = [cum[e] - b0.get(key, {}).get(e, 0.0) for e in edges]
-        total = c1.get(key, 0.0) - c0.get(key, 0.0)
-        if total <= 0:
-            continue
-        row = {"count": total, "mean_ms": (s1.get(key, 0.0) - s0.get(key, 0.0)) / total * 1e3}
-        for q in qs:
-            target, lower, below = total * q / 100, 0.0, 0.0
-            for edge, upto in zip(edges, counts):
-                if upto >= target:
-                    if edge == float("inf"):
-                        row[f"p{q}_ms"] = f">{lower * 1e3:g}"
-                    else:
-                        share = (target - below) / max(upto - below, 1e-12)
-                        row[f"p{q}_ms"] = round((lower + share * (edge - lower)) * 1e3, 2)
-                    break
-                lower, below = edge, upto
-        out[key] = row
-    return out
 
 
 def champion_bootstrap(data: Path) -> None:

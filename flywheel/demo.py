@@ -17,9 +17,8 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
-import requests
-
 from flywheel.config import FlywheelConfig
+from flywheel.prometheus import scrape, value
 from flywheel.stack.base import StackError
 
 LOOP = ["model-server", "online-trainer", "simulator"]
@@ -60,21 +59,6 @@ def start_joiner(cfg: FlywheelConfig, echo: Callable[[str], None]) -> None:
     echo(f"joiner: started job {job}")
 
 
-def _scrape(url: str) -> dict[str, float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out: dict[str, float] = {}
-    try:
-        text = requests.get(url, timeout=3).text
-    except requests.RequestException:
-        return out
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            key = s.name + "".join(f"|{v}" for v in s.labels.values())
-            out[key] = s.value
-    return out
-
-
 def where_to_look(cfg: FlywheelConfig) -> str:
     from flywheel.stack import airflow
 
@@ -100,18 +84,19 @@ def watch(cfg: FlywheelConfig, seconds: float, echo: Callable[[str], None], ever
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(every_s)
-        server = _scrape(f"http://{h}:{cfg.serving.port}/metrics/")
-        online = _scrape(f"http://{h}:{cfg.online.metrics_port}/metrics")
-        sim = _scrape(f"http://{h}:{cfg.simulator.metrics_port}/metrics") if hasattr(cfg, "simulator") else {}
-        feeds = server.get("flywheel_serving_feed_requests_total|200", 0)
-        actions = server.get("flywheel_serving_events_total|accepted", 0)
-        count, total = sim.get("flywheel_freshness_seconds_count", 0), sim.get("flywheel_freshness_seconds_sum", 0)
+        server = scrape(f"http://{h}:{cfg.serving.port}/metrics/", timeout_s=3)
+        online = scrape(f"http://{h}:{cfg.online.metrics_port}/metrics", timeout_s=3)
+        sim = scrape(f"http://{h}:{cfg.simulator.metrics_port}/metrics", timeout_s=3) if hasattr(cfg, "simulator") else []
+        feeds = value(server, "flywheel_serving_feed_requests_total", status="200")
+        actions = value(server, "flywheel_serving_events_total", result="accepted")
+        count, total = value(sim, "flywheel_freshness_seconds_count"), value(sim, "flywheel_freshness_seconds_sum")
         fresh = f"{total / count:.1f}s mean over {count:.0f} probes" if count else "no probe yet"
+        auc = [s.value for s in online if s.name == "flywheel_online_rolling_auc" and s.labels.get("task") == "click"]
         echo(f"  feeds {feeds:.0f}, actions {actions:.0f}, examples trained "
-             f"{online.get('flywheel_online_examples_total', 0):.0f} "
-             f"({online.get('flywheel_online_examples_per_second', 0):.0f}/s, lag "
-             f"{online.get('flywheel_online_consumer_lag', 0):.0f}), rolling AUC click "
-             f"{online.get('flywheel_online_rolling_auc|click', float('nan')):.3f}, freshness {fresh}")
+             f"{value(online, 'flywheel_online_examples_total'):.0f} "
+             f"({value(online, 'flywheel_online_examples_per_second'):.0f}/s, lag "
+             f"{value(online, 'flywheel_online_consumer_lag'):.0f}), rolling AUC click "
+             f"{auc[0] if auc else float('nan'):.3f}, freshness {fresh}")
 
 
 def run(cfg: FlywheelConfig, data: Path, watch_s: float = 60, echo: Callable[[str], None] = print) -> None:

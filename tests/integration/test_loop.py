@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 import requests
 from kafka import KafkaConsumer
-from prometheus_client.parser import text_string_to_metric_families
 
 from flywheel import flinkjobs, joiner_job
 from flywheel.paths import ML_PYTHON
+from flywheel.prometheus import scrape, value
 from flywheel.stack import control
 from flywheel.stack.base import wait_until
 from flywheel.stack.supervisor import Supervisor
@@ -51,16 +51,6 @@ def flywheel(*args: str) -> None:
     subprocess.run([str(ML_PYTHON.parent / "flywheel"), *args], check=True, timeout=900)
 
 
-def scrape(url: str) -> dict[str, float]:
-    """Prometheus text -> {'name{label=value}': value} (samples without labels by name)."""
-    out = {}
-    for family in text_string_to_metric_families(requests.get(url, timeout=10).text):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
-
-
 def wait(check, timeout_s: float, what: str, interval_s: float = 0.5) -> None:
     if not wait_until(check, timeout_s, interval_s):
         raise AssertionError(f"{what} not within {timeout_s:.0f}s")
@@ -81,7 +71,7 @@ def loop(stack, tmp_path_factory):
     url = f"http://{cfg.stack.host}:{cfg.serving.port}"
     wait(lambda: requests.get(f"{url}/health", timeout=5).json()["model_version"], 120, "the champion in the model server")
     metrics = f"http://{cfg.stack.host}:{cfg.online.metrics_port}/metrics"
-    wait(lambda: scrape(metrics).get("flywheel_online_champion_version", 0) > 0, 180, "the trainer on the champion")
+    wait(lambda: value(scrape(metrics), "flywheel_online_champion_version") > 0, 180, "the trainer on the champion")
     ps = PSClient.from_config(cfg, role="serving")
     yield {"cfg": cfg, "url": url, "metrics": metrics, "catalogue": Catalogue.load(folder), "ps": ps}
     ps.close()
@@ -124,7 +114,7 @@ def test_a_user_who_likes_one_genre_sees_it_rise_and_the_loop_closes(stack, loop
     genres = {g for item in first["items"] for g in item["genres"]}
     genre = max(genres, key=lambda g: (genre_rank(first, g), g))
     before = genre_rank(first, genre)
-    examples_before = scrape(loop["metrics"]).get("flywheel_online_examples_total", 0)
+    examples_before = value(scrape(loop["metrics"]), "flywheel_online_examples_total")
 
     feed, ranks, updates, risen_at = first, [], 0, None
     for n in range(ROUNDS + HOLD):
@@ -157,7 +147,7 @@ def test_a_user_who_likes_one_genre_sees_it_rise_and_the_loop_closes(stack, loop
     logged = [json.loads(r.value) for r in consumer if r.key == str(user).encode()]
     consumer.close()
     assert {r["request_id"] for r in logged} >= {first["request_id"], feed["request_id"]}
-    assert scrape(loop["metrics"])["flywheel_online_examples_total"] > examples_before
+    assert value(scrape(loop["metrics"]), "flywheel_online_examples_total") > examples_before
 
 
 def test_kill_9_of_the_trainer_loses_no_example(stack, loop):
@@ -172,10 +162,10 @@ def test_kill_9_of_the_trainer_loses_no_example(stack, loop):
     feed = session.get(f"{url}/feed", params={"user_id": user, "k": 5}, timeout=30).json()
     act(session, url, feed, feed["items"][0]["genres"][0])  # while no trainer runs
     wait(lambda: sup.info()["online-trainer"]["pid"] not in (0, pid), 60, "supervisord restarting the trainer")
-    wait(lambda: scrape(loop["metrics"]).get("flywheel_online_champion_version", 0) > 0, 180, "the trainer back")
-    assert scrape(loop["metrics"])["flywheel_online_recoveries_total"] >= 1  # a new process: its start
+    wait(lambda: value(scrape(loop["metrics"]), "flywheel_online_champion_version") > 0, 180, "the trainer back")
+    assert value(scrape(loop["metrics"]), "flywheel_online_recoveries_total") >= 1  # a new process: its start
     wait(lambda: np.abs(ps.pull("user_id", ids)[0]).sum() > 0, 120, "the examples of the downtime trained and synced")
-    wait(lambda: scrape(loop["metrics"])["flywheel_online_consumer_lag"] == 0, 120, "the trainer catching up")
+    wait(lambda: value(scrape(loop["metrics"]), "flywheel_online_consumer_lag") == 0, 120, "the trainer catching up")
 
 
 def test_freshness_probe_measures_the_whole_loop(loop):
@@ -192,4 +182,4 @@ def test_bad_requests_to_the_running_server_get_4xx_with_reasons(loop, path, par
     got = requests.get(f"{loop['url']}{path}", params=params, timeout=30)
     assert got.status_code == status and words in got.text
     metrics = scrape(f"{loop['url']}/metrics/")
-    assert metrics.get("flywheel_serving_feed_requests_total{status=422}", 0) >= 1
+    assert value(metrics, "flywheel_serving_feed_requests_total", status="422") >= 1
