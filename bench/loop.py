@@ -54,6 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import psutil
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -261,13 +262,38 @@ def serial(url: str, users: list[int], n: int = 60, k: int = 10) -> dict:
             "max_rps_one_at_a_time": float(1 / np.mean(out))}
 
 
+def cpu_seconds(cfg) -> dict[str, float]:
+    """CPU seconds used so far by each supervised program (with its children), this benchmark
+    process (the load generator) and the whole machine (``machine_busy``)."""
+    procs = {name: info["pid"] for name, info in Supervisor(cfg).info().items() if info.get("pid")}
+    procs["bench client"] = os.getpid()
+    out = {}
+    for name, pid in procs.items():
+        try:
+            proc = psutil.Process(pid)
+            family = [proc] + (proc.children(recursive=True) if name != "bench client" else [])
+            out[name] = sum(sum(p.cpu_times()[:2]) for p in family)
+        except psutil.Error:  # it exited meanwhile
+            continue
+    machine = psutil.cpu_times()
+    out["machine_busy"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+    return out
+
+
+def cpu_shares(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Cores used on average over a window, per program (largest first)."""
+    used = {k: round((after[k] - before[k]) / seconds, 2) for k in after if k in before}
+    return dict(sorted(used.items(), key=lambda kv: -kv[1]))
+
+
 def feed_window(cfg, url: str, users: list[int], args) -> dict:
     server = f"{url}/metrics/"
     trainer = f"http://{cfg.stack.host}:{cfg.online.metrics_port}/metrics"
     before, trained_before = scrape(server), value(scrape(trainer), "flywheel_online_examples_total")
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), cpu_seconds(cfg)
     out = open_loop(url, users, args.rps, args.latency_s, max_wait_s=args.max_wait_s)
     out["seconds"] = time.monotonic() - started
+    out["cores_used"] = cpu_shares(cpu_before, cpu_seconds(cfg), out["seconds"])  # of psutil.cpu_count()
     after = scrape(server)
     out["server"] = histogram_quantiles(before, after, "flywheel_serving_feed_latency_seconds", "stage")
     out["trainer_examples"] = value(scrape(trainer), "flywheel_online_examples_total") - trained_before
@@ -441,6 +467,7 @@ def main() -> None:
         echo(f"  p50 {pct(busy['latency'], 50, 1e3):.1f} ms p99 {pct(busy['latency'], 99, 1e3):.1f} ms, "
              f"{busy['errors']} errors ({busy['dropped']} dropped), {busy['served_ok_per_s']:.1f} ok/s; trainer trained "
              f"{busy['trainer_examples']:.0f} examples meanwhile; one at a time: {busy['serial']['p50_ms']:.0f} ms p50")
+        echo(f"  cores used: {busy['cores_used']}")
         control.stop(cfg, ["simulator", "online-trainer"])
         time.sleep(5)
         echo(f"feed latency: {args.rps:.0f} rps open loop for {args.latency_s:.0f}s, trainer stopped, no simulator")
@@ -448,6 +475,7 @@ def main() -> None:
         echo(f"  p50 {pct(idle['latency'], 50, 1e3):.1f} ms p99 {pct(idle['latency'], 99, 1e3):.1f} ms, "
              f"{idle['errors']} errors ({idle['dropped']} dropped), {idle['served_ok_per_s']:.1f} ok/s; one at a time: "
              f"{idle['serial']['p50_ms']:.0f} ms p50")
+        echo(f"  cores used: {idle['cores_used']}")
 
         phase("feed_latency")
         echo(f"online trainer in-process: {args.examples} examples, batch sizes {args.batch_sizes}")
@@ -488,7 +516,8 @@ def main() -> None:
                 "generator_late": w["generator_late"], "feeds_200_server": w["feeds_200"],
                 "served_ok_per_s": round(w["served_ok_per_s"], 1), "serial_after_window": w["serial"],
                 "p50_ms": lat(w, 50), "p90_ms": lat(w, 90), "p99_ms": lat(w, 99), "max_ms": lat(w, 100),
-                "server_side": w["server"], "online_trainer_examples_trained": w["trainer_examples"]}
+                "server_side": w["server"], "online_trainer_examples_trained": w["trainer_examples"],
+                "cores_used": w["cores_used"], "cores": psutil.cpu_count()}
 
     notes.update({
         "runtime_s": round(runtime, 1), "phase_done_at_s": phases,

@@ -251,7 +251,8 @@ class ServingConfig(_Section):
     catalogue: str | None = None  # a MovieLens folder: titles, genres, user attributes (None: IDs only)
     candidates: int = Field(200, ge=1, le=5000)  # retrieved per request, then ranked
     max_k: int = Field(100, ge=1, le=1000)  # largest feed a request may ask for
-    max_inflight_feeds: int = Field(16, ge=1)  # feeds computed at once; more are shed (503, Retry-After)
+    feed_workers: int = Field(2, ge=1)  # threads computing feeds, in arrival order (the GIL: few is faster)
+    max_inflight_feeds: int = Field(16, ge=1)  # feeds computing or waiting for a worker; more are shed (503)
     tf_threads: int = Field(1, ge=1)  # TensorFlow intra- and inter-op threads of the model server
     task_weights: dict[str, float] = {"click": 1.0, "like": 1.0, "finish": 0.5}  # feed score = sum w * p(task)
     max_events: int = Field(500, ge=1)  # actions per POST /events

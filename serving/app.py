@@ -10,9 +10,11 @@
 - ``GET /health``: the loaded model version and when it was loaded.
 - ``GET /metrics``: Prometheus metrics (serving/metrics.py lists them).
 
-Limits (``serving`` config): ``k <= max_k``; ``max_events`` per request; bodies over
-``max_body_bytes`` get 413; beyond ``max_inflight_feeds`` feeds in progress a feed request is
-shed at once (503 with ``Retry-After``) rather than queued behind work it would only slow down.
+Feeds are computed by ``feed_workers`` threads in arrival order (the event loop hands them
+over). Limits (``serving`` config): ``k <= max_k``; ``max_events`` per request; bodies over
+``max_body_bytes`` get 413; beyond ``max_inflight_feeds`` feeds in progress or waiting a feed
+request is shed at once (503 with ``Retry-After``) rather than queued behind work it would only
+slow down.
 Errors say what, where and what to do.
 
 Run: ``flywheel serve`` (binds ``stack.host``, port ``serving.port``).
@@ -20,10 +22,12 @@ Run: ``flywheel serve`` (binds ``stack.host``, port ``serving.port``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Query, Request
@@ -90,9 +94,11 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
             state["loader"].start()
         state["producer"] = producer or KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all",
                                                       linger_ms=5, retries=5)
+        state["workers"] = ThreadPoolExecutor(max_workers=s.feed_workers, thread_name_prefix="feed")
         state["feed"] = FeedBuilder(state["loader"], catalogue or Catalogue.load(s.catalogue),
                                     Histories(per_user=s.history), s.candidates, s.task_weights)
         yield
+        state["workers"].shutdown(wait=True)
         if loader is None:
             state["loader"].stop()
         if producer is None:
@@ -112,26 +118,31 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
         return await request_validation_exception_handler(request, exc)
 
     @app.get("/feed", response_model=FeedResponse)
-    def feed(user_id: int = Query(..., ge=0, le=INT63_MAX, description="the user, 0..2^63-1"),
-             k: int = Query(10, ge=1, le=s.max_k, description=f"items to return, 1..{s.max_k}")):
-        builder: FeedBuilder = state["feed"]
-        started, timings = time.perf_counter(), {}
+    async def feed(user_id: int = Query(..., ge=0, le=INT63_MAX, description="the user, 0..2^63-1"),
+                   k: int = Query(10, ge=1, le=s.max_k, description=f"items to return, 1..{s.max_k}")):
+        started = time.perf_counter()
         current = state["loader"].current
         metrics.model(current.version if current else None, current.loaded_at if current else None)
         if not admission.acquire(blocking=False):
             metrics.shed.inc()
             metrics.feed_requests.labels("503").inc()
-            return problem(503, f"{s.max_inflight_feeds} feeds are being computed (serving.max_inflight_feeds); "
+            return problem(503, f"{s.max_inflight_feeds} feeds are in progress (serving.max_inflight_feeds); "
                                 "retry after a second", headers={"Retry-After": "1"})
         metrics.in_flight.inc()
+        try:  # on the feed workers, in arrival order: the event loop only hands requests over
+            return await asyncio.get_running_loop().run_in_executor(state["workers"], build_feed, user_id, k, started)
+        finally:
+            metrics.in_flight.dec()
+            admission.release()
+
+    def build_feed(user_id: int, k: int, started: float):
+        builder: FeedBuilder = state["feed"]
+        timings: dict[str, float] = {}
         try:
             request_id, version, served = builder.build(user_id, k, timings)
         except NoModel as exc:
             metrics.feed_requests.labels("503").inc()
             return problem(503, str(exc))
-        finally:
-            metrics.in_flight.dec()
-            admission.release()
         log_features(state["producer"], s.features_topic, served)
         for stage, seconds in timings.items():
             metrics.feed_latency.labels(stage).observe(seconds)
