@@ -140,16 +140,15 @@ class DeepRetrievalTrainer(_UserModelTrainer):
         The user tower and the beam run as one compiled graph; ``source`` overrides where the
         user rows are pulled from (serving: one request's :class:`models.sparse.RequestRows`)."""
         batch = SparseBatch.from_examples(queries, self.slots)
-        users, beams = self._search(batch.pull(source or self.source), batch.tensors(), tf.constant(batch.size))
-        users, beams = users.numpy(), beams.numpy()
-        items = self.model.reranker.embeddings.numpy()
+        logits, beams = self._search(batch.pull(source or self.source), batch.tensors(), tf.constant(batch.size))
+        logits, beams = logits.numpy(), beams.numpy()
         out = []
         for n in range(len(queries)):
             cand = self.paths.candidates(beams[n])
             if not cand:
                 out.append(([], 0))
                 continue
-            scores = items[cand] @ users[n]
+            scores = logits[n, cand]
             out.append(([int(self.items[cand[i]]) for i in np.argsort(-scores, kind="stable")[:k]], len(cand)))
         return out
 
@@ -161,7 +160,7 @@ class DeepRetrievalTrainer(_UserModelTrainer):
     def _user_beam(self, rows, index, size):
         users = self.tower(embed_slots(rows, index, {s.name: s.table for s in self.slots}, size))
         paths, _ = self.model.beam(users, self.beam)
-        return users, paths
+        return self.model.rerank_logits(users), paths  # every item's reranker score: [n, n_items]
 
 
 class TwoTowerTrainer(_UserModelTrainer):

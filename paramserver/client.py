@@ -72,20 +72,7 @@ class PSClient:
         """Rows of ``ids`` [n, dim] float32; zeros for IDs without a row. With ``insert``
         (trainers) the PS counts the IDs toward admission once, however often a shard's call
         is retried."""
-        ids, dim = as_ids(ids), self._dim(table)
-        if not len(ids):  # nothing to ask for (a user without history): no call
-            return np.zeros((0, dim), np.float32)
-        meta = {"table": table, "insert": "1" if insert else "0"}
-        request = uuid.uuid4().hex  # one per shard, reused by that shard's retries
-        if self.shards == 1:  # no split, no gather
-            body = self._fan_out([(0, "pull", encode({**meta, "request_id": f"{request}/0"}, id=ids))])[0]
-            return decode(body)[1]["row"].copy()  # writable, and not pinning the message
-        out = np.empty((len(ids), dim), dtype=np.float32)
-        parts = [(s, p) for s, p in enumerate(split(ids, self.shards)) if len(p)]
-        bodies = [(s, "pull", encode({**meta, "request_id": f"{request}/{s}"}, id=ids[p])) for s, p in parts]
-        for (_, p), body in zip(parts, self._fan_out(bodies)):
-            out[p] = decode(body)[1]["row"]
-        return out
+        return self.pull_many({table: ids}, insert)[table]
 
     def pull_many(self, ids: dict[str, object], insert: bool = False) -> dict[str, np.ndarray]:
         """:meth:`pull` of several tables, {table: rows}, in one call per shard (the

@@ -61,23 +61,24 @@ class LabelUpgrades:
         """One example per (request_id, item_id) of the batch, at its last emission's place,
         with each task's label the maximum of its emissions'."""
         last: dict[tuple, int] = {}
+        own: list[dict[str, int] | None] = []
         labels: dict[tuple, dict[str, int]] = {}
         for n, e in enumerate(examples):
             if e.get("request_id") is None:
+                own.append(None)
                 continue
             key = (e["request_id"], e.get("item_id"))
             last[key] = n
-            mine = {t: int(bool(e.get("labels", {}).get(t, 0))) for t in tasks}
-            labels[key] = {t: max(mine[t], labels.get(key, {}).get(t, 0)) for t in tasks}
+            own.append({t: int(bool(e.get("labels", {}).get(t, 0))) for t in tasks})
+            labels[key] = {t: max(own[n][t], labels.get(key, {}).get(t, 0)) for t in tasks}
         out = []
         for n, e in enumerate(examples):
-            if e.get("request_id") is None:
+            if own[n] is None:
                 out.append(e)
                 continue
             key = (e["request_id"], e.get("item_id"))
             if last[key] == n:
-                out.append(e if labels[key] == {t: int(bool(e.get("labels", {}).get(t, 0))) for t in tasks}
-                           else {**e, "labels": {**e.get("labels", {}), **labels[key]}})
+                out.append(e if labels[key] == own[n] else {**e, "labels": {**e.get("labels", {}), **labels[key]}})
         return out
 
     def forget(self) -> None:
