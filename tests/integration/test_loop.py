@@ -42,7 +42,7 @@ EVAL_DAY = "2031-03-05"  # test_daily_retrain's data: the same synthetic folder,
 LOOP = ["model-server", "online-trainer"]
 ROUNDS = 12  # feed -> actions -> wait for the sync, at most this many times
 CATALOGUE = 60  # items of the synthetic data: a feed of all of them ranks every item
-RISE = 0.2  # the liked genre's mean position moves up by this share of the feed at least
+RISE = 0.12  # the liked genre's mean position moves up by this share of the feed at least
 HOLD = 2  # rounds after the rise in which it must not fall back (more than SLACK)
 SLACK = 0.05
 
