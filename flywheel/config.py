@@ -79,6 +79,7 @@ class StackConfig(_Section):
     hosts: HostsConfig = HostsConfig()
     state_dir: Path = Path(".flywheel")
     startup_timeout_s: float = Field(180, gt=0)
+    background_nice: int = Field(10, ge=0, le=19)  # CPU niceness of programs off the feed path
 
     @field_validator("host", "bind_host")
     @classmethod
@@ -260,6 +261,7 @@ class ServingConfig(_Section):
     history: int = Field(10, ge=0)  # recent items per user kept for the history slot
     reload_interval_s: float = Field(10, gt=0)  # how often the champion alias is checked
     features_topic: str = "features"
+    features_linger_ms: int = Field(50, ge=0, le=1000)  # batching of served features to Kafka
     actions_topic: str = "actions"
 
     _port = field_validator("port")(_check_port)

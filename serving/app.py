@@ -71,6 +71,25 @@ def problem(status: int, message: str, headers: dict[str, str] | None = None, **
     return JSONResponse({"error": message, **details}, status_code=status, headers=headers)
 
 
+async def acknowledged(futures, timeout_s: float) -> None:
+    """Wait until Kafka acknowledged every record of ``futures`` (kafka-python's produce futures)
+    without blocking the event loop: each future's callback completes an asyncio future from the
+    producer's I/O thread. Raises the first record's error, or TimeoutError."""
+    loop = asyncio.get_running_loop()
+    waiters = []
+    for future in futures:
+        waiter = loop.create_future()
+
+        def settle(result, waiter=waiter):
+            def set_():
+                if not waiter.done():
+                    (waiter.set_exception if isinstance(result, BaseException) else waiter.set_result)(result)
+            loop.call_soon_threadsafe(set_)
+        future.add_callback(settle).add_errback(settle)
+        waiters.append(waiter)
+    await asyncio.wait_for(asyncio.gather(*waiters), timeout_s)
+
+
 def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, catalogue: Catalogue | None = None) -> FastAPI:
     """The app over the serving PS (``source``), the champion ``loader`` and a Kafka ``producer``;
     each defaults to the stack's (created at startup, closed at shutdown)."""
@@ -92,8 +111,13 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
             except Exception:  # MLflow down or no model: serve 503 until the next poll loads one
                 log.exception("no champion loaded at start; retrying every %ss", s.reload_interval_s)
             state["loader"].start()
+        # actions are acknowledged to the client once Kafka has them: sent at once; served
+        # features go through their own producer, batched longer (fewer sends for its I/O
+        # thread, which otherwise takes the GIL from the feed workers hundreds of times a second)
         state["producer"] = producer or KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all",
                                                       linger_ms=5, retries=5)
+        state["features"] = producer or KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all",
+                                                      linger_ms=s.features_linger_ms, retries=5)
         state["workers"] = ThreadPoolExecutor(max_workers=s.feed_workers, thread_name_prefix="feed")
         state["feed"] = FeedBuilder(state["loader"], catalogue or Catalogue.load(s.catalogue),
                                     Histories(per_user=s.history), s.candidates, s.task_weights)
@@ -103,6 +127,7 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
             state["loader"].stop()
         if producer is None:
             state["producer"].close(timeout=10)
+            state["features"].close(timeout=10)
 
     app = FastAPI(title="Flywheel model server", version="1", lifespan=lifespan,
                   description="Feeds (Deep Retrieval + MMoE) and the event collector. See serving/app.py.")
@@ -137,13 +162,15 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
 
     def build_feed(user_id: int, k: int, started: float):
         builder: FeedBuilder = state["feed"]
-        timings: dict[str, float] = {}
+        timings: dict[str, float] = {"queue": time.perf_counter() - started}
         try:
             request_id, version, served = builder.build(user_id, k, timings)
         except NoModel as exc:
             metrics.feed_requests.labels("503").inc()
             return problem(503, str(exc))
-        log_features(state["producer"], s.features_topic, served)
+        built = time.perf_counter()
+        log_features(state["features"], s.features_topic, served)
+        timings["log"] = time.perf_counter() - built
         for stage, seconds in timings.items():
             metrics.feed_latency.labels(stage).observe(seconds)
         metrics.feed_latency.labels("total").observe(time.perf_counter() - started)
@@ -189,8 +216,7 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
                            invalid=errors)
         futures = [state["producer"].send(s.actions_topic, key=key_of(a), value=encode(a)) for a in actions]
         try:
-            for future in futures:
-                future.get(timeout=10)
+            await acknowledged(futures, timeout_s=10)
         except Exception as exc:  # Kafka down: the client retries; nothing is acknowledged
             metrics.events.labels("unavailable").inc(len(actions))
             return problem(503, f"Kafka did not take the events ({exc}); retry later")

@@ -5,7 +5,7 @@
 | ``flywheel_serving_feed_requests_total{status}`` | counter | feed requests by HTTP status (``503`` also when shed) |
 | ``flywheel_serving_feeds_shed_total`` | counter | feed requests refused because ``serving.max_inflight_feeds`` were in progress |
 | ``flywheel_serving_feeds_in_flight`` | gauge | feed requests being computed now |
-| ``flywheel_serving_feed_latency_seconds{stage}`` | histogram | seconds per request: ``retrieve`` (Deep Retrieval beam), ``rank`` (MMoE), ``total`` |
+| ``flywheel_serving_feed_latency_seconds{stage}`` | histogram | seconds per request: ``queue`` (waiting for a feed worker), ``retrieve`` (Deep Retrieval beam), ``rank`` (MMoE), ``log`` (features handed to the Kafka producer), ``total`` |
 | ``flywheel_serving_feed_items_total`` | counter | items served (and logged to Kafka ``features``) |
 | ``flywheel_serving_events_total{result}`` | counter | actions posted: ``accepted``, ``invalid``, ``refused`` (size limits), ``unavailable`` (Kafka down) |
 | ``flywheel_serving_invalid_events_total{reason}`` | counter | invalid actions by schema reason |

@@ -35,6 +35,9 @@ class Program:
     env: dict[str, str] = field(default_factory=dict)
     directory: Path = REPO_ROOT
     stop_wait_s: int = 20
+    # on a feed request's path (model server, serving PS): runs at normal CPU priority while
+    # every other program runs at ``stack.background_nice``
+    serves_requests: bool = False
 
 
 @dataclass

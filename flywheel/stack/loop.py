@@ -36,7 +36,8 @@ def services(cfg: FlywheelConfig) -> list[Service]:
     serving = Service(
         name="model-server",
         url=f"http://{host}:{cfg.serving.port}/docs",
-        programs=[Program("model-server", [str(FLYWHEEL_CLI), "serve"], env=env, stop_wait_s=15)],
+        programs=[Program("model-server", [str(FLYWHEEL_CLI), "serve"], env=env, stop_wait_s=15,
+                                  serves_requests=True)],
         prepare=_prepare,
         healthy=lambda: http_json(f"http://{host}:{cfg.serving.port}/health") is not None,
         ports=[cfg.serving.port],

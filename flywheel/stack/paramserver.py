@@ -10,7 +10,8 @@ def service(cfg: FlywheelConfig) -> Service:
     ps = cfg.paramserver
     flywheel_cli = ML_PYTHON.parent / "flywheel"
     programs = [
-        Program(f"ps-{role}-{shard}", [str(flywheel_cli), "ps", role, "--shard", str(shard)], stop_wait_s=30)
+        Program(f"ps-{role}-{shard}", [str(flywheel_cli), "ps", role, "--shard", str(shard)], stop_wait_s=30,
+                serves_requests=role == "serving")
         for role in ("training", "serving") for shard in range(ps.shards)
     ]
 

@@ -37,11 +37,19 @@ def _env_value(value: str) -> str:
     return quote + _escape(value) + quote
 
 
+def _command(cfg: FlywheelConfig, prog: Program) -> list[str]:
+    """``prog``'s command; a program off the feed path runs under ``nice`` so that its bursts
+    (a Flink checkpoint, a training step) wait for the model server and serving PS, not the
+    other way round."""
+    nice = cfg.stack.background_nice
+    return prog.command if prog.serves_requests or not nice else ["nice", "-n", str(nice), *prog.command]
+
+
 def _program_section(cfg: FlywheelConfig, prog: Program) -> str:
     env = ",".join(f"{k}={_env_value(v)}" for k, v in prog.env.items())
     lines = [
         f"[program:{prog.name}]",
-        f"command={_escape(shlex.join(prog.command))}",
+        f"command={_escape(shlex.join(_command(cfg, prog)))}",
         f"directory={prog.directory}",
         "autostart=false",
         "autorestart=unexpected",

@@ -132,7 +132,7 @@ def test_metrics_count_feeds_stages_and_rejected_events(server):
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(text) for s in f.samples}
     assert samples[("flywheel_serving_feed_requests_total", (("status", "200"),))] >= 1
-    for stage in ("retrieve", "rank", "total"):
+    for stage in ("queue", "retrieve", "rank", "log", "total"):
         assert samples[("flywheel_serving_feed_latency_seconds_count", (("stage", stage),))] >= 1
     assert samples[("flywheel_serving_events_total", (("result", "invalid"),))] >= 1
     assert samples[("flywheel_serving_model_info", (("version", "7"),))] == 1
