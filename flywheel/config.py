@@ -207,6 +207,7 @@ class ParamServerConfig(_Section):
     shards: int = Field(1, ge=1, le=64)
     training_port: Port = 7100
     serving_port: Port = 7200
+    metrics_port: Port = 7300  # Prometheus: training shard i at metrics_port + i, serving at + 64 + i
     sync_interval_s: float = Field(2.0, gt=0, le=5)
     deltas_topic: str = "ps-deltas"
     snapshot_dir: str = "/flywheel/paramserver/snapshots"  # on HDFS
@@ -216,11 +217,15 @@ class ParamServerConfig(_Section):
     rpc_retries: int = Field(3, ge=0)
     tables: dict[str, PsTableConfig] = Field(default_factory=dict)
 
-    _ports = field_validator("training_port", "serving_port")(_check_port)
+    _ports = field_validator("training_port", "serving_port", "metrics_port")(_check_port)
 
     def port(self, role: str, shard: int) -> int:
         """Port of shard ``shard`` of the ``training`` or ``serving`` PS."""
         return (self.training_port if role == "training" else self.serving_port) + shard
+
+    def metrics_port_of(self, role: str, shard: int) -> int:
+        """Prometheus port of shard ``shard`` of the ``training`` or ``serving`` PS."""
+        return self.metrics_port + (0 if role == "training" else 64) + shard
 
 
 class JoinerConfig(_Section):

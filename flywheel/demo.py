@@ -64,6 +64,7 @@ def where_to_look(cfg: FlywheelConfig) -> str:
 
     h = cfg.stack.host
     lines = [
+        f"  demo page (live loop)    http://{h}:{cfg.serving.port}/demo",
         f"  feed API (OpenAPI docs)  http://{h}:{cfg.serving.port}/docs",
         f"  Flink UI (the joiner)    {cfg.flink_url}",
         f"  MLflow UI (runs, models) {cfg.mlflow_url}   experiments: {cfg.batch.experiment}, {cfg.online.experiment}",

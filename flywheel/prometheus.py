@@ -30,19 +30,23 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
     return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-def histogram_quantiles(before: list[Sample], after: list[Sample], name: str, label: str,
+def histogram_quantiles(before: list[Sample], after: list[Sample], name: str, label: str | None = None,
                         qs: tuple[int, ...] = (50, 99)) -> dict[str, dict]:
-    """Per value of ``label``: count, mean and quantiles (ms, linear within a bucket; ``">x"``
-    past the last finite bucket) of the histogram ``name`` between two scrapes."""
+    """Per value of ``label`` (one key, ``""``, without a label): count, mean and quantiles (ms,
+    linear within a bucket; ``">x"`` past the last finite bucket) of the histogram ``name``
+    between two scrapes (``before=[]``: since the process started)."""
+    def group(s):
+        return s.labels[label] if label else ""
+
     def buckets(samples):
         out: dict[str, dict[float, float]] = {}
         for s in samples:
             if s.name == f"{name}_bucket":
-                out.setdefault(s.labels[label], {})[float(s.labels["le"])] = s.value
+                out.setdefault(group(s), {})[float(s.labels["le"])] = s.value
         return out
 
     def sums(samples, suffix):
-        return {s.labels[label]: s.value for s in samples if s.name == f"{name}_{suffix}"}
+        return {group(s): s.value for s in samples if s.name == f"{name}_{suffix}"}
 
     b0, b1 = buckets(before), buckets(after)
     s0, s1, c0, c1 = sums(before, "sum"), sums(after, "sum"), sums(before, "count"), sums(after, "count")

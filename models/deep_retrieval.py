@@ -211,8 +211,12 @@ class PathAssignment:
 
     def candidates(self, paths: np.ndarray) -> list[int]:
         """Items on any of ``paths`` [B, D], in beam order, each once."""
-        seen: dict[int, None] = {}
+        return list(self.candidate_paths(paths))
+
+    def candidate_paths(self, paths: np.ndarray) -> dict[int, tuple[int, ...]]:
+        """{item: the first of ``paths`` [B, D] (in beam order) that holds it}, in beam order."""
+        seen: dict[int, tuple[int, ...]] = {}
         for path in map(tuple, paths.tolist()):
             for item in self.items_on.get(path, ()):
-                seen.setdefault(item)
-        return list(seen)
+                seen.setdefault(item, path)
+        return seen

@@ -139,17 +139,24 @@ class DeepRetrievalTrainer(_UserModelTrainer):
         """Per query: (top-k item IDs by the reranker among the beam's items, items scored).
         The user tower and the beam run as one compiled graph; ``source`` overrides where the
         user rows are pulled from (serving: one request's :class:`models.sparse.RequestRows`)."""
+        return [(items, scored) for items, scored, _ in self.retrieve_with_paths(queries, k, source)]
+
+    def retrieve_with_paths(self, queries: list[dict], k: int, source: EmbeddingSource | None = None
+                            ) -> list[tuple[list[int], int, list[tuple[int, ...]]]]:
+        """:meth:`retrieve`, plus for each item the beam path that brought it in (one code
+        per layer: the first path of the beam holding the item)."""
         batch = SparseBatch.from_examples(queries, self.slots)
         logits, beams = self._search(batch.pull(source or self.source), batch.tensors(), tf.constant(batch.size))
         logits, beams = logits.numpy(), beams.numpy()
         out = []
         for n in range(len(queries)):
-            cand = self.paths.candidates(beams[n])
-            if not cand:
-                out.append(([], 0))
+            on = self.paths.candidate_paths(beams[n])
+            if not on:
+                out.append(([], 0, []))
                 continue
-            scores = logits[n, cand]
-            out.append(([int(self.items[cand[i]]) for i in np.argsort(-scores, kind="stable")[:k]], len(cand)))
+            cand = list(on)
+            top = [cand[i] for i in np.argsort(-logits[n, cand], kind="stable")[:k]]
+            out.append(([int(self.items[c]) for c in top], len(cand), [on[c] for c in top]))
         return out
 
     def _search(self, rows, index, size):

@@ -14,6 +14,7 @@ from flywheel.config import FlywheelConfig
 from flywheel.hdfs import webhdfs
 from paramserver import snapshots
 from paramserver.config import OPTIMIZERS, TableConfig
+from paramserver.metrics import serve_metrics
 from paramserver.server import ParamServer
 from paramserver.sync import DeltaPublisher, DeltaSubscriber
 from paramserver.table import EmbeddingTable
@@ -120,6 +121,7 @@ def run(cfg: FlywheelConfig, role: str, shard: int, restore: str = "latest",
                                start_offset=start, on_reset=_reloader(cfg, tables, shard))
     server = ParamServer(location, tables, role, shard, ps.shards)  # listens from here on
     server.restored, server.sync_status = manifest, status
+    serve_metrics(server, cfg.stack.bind, ps.metrics_port_of(role, shard))
     if role == "training":
         server.snapshotter = _snapshotter(cfg, tables, shard, sync)
         server.restorer = _restorer(cfg, tables, shard, sync)

@@ -38,10 +38,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from flywheel.config import FlywheelConfig
+from flywheel import joiner_job
+from serving import demo
 from serving.catalogue import Catalogue
 from serving.feed import FeedBuilder, NoModel, log_features
 from serving.history import Histories
 from serving.metrics import ServingMetrics
+from serving.panels import Panels
 from streaming.schemas import INT63_MAX, TASK_OF_ACTION, SchemaError, encode, key_of, parse_action
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ class FeedItem(BaseModel):
     scores: dict[str, float]
     title: str
     genres: list[str]
+    path: list[int] | None = None  # Deep Retrieval path (a code per layer); null: filled from the catalogue
 
 
 class FeedResponse(BaseModel):
@@ -121,6 +125,7 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
         state["workers"] = ThreadPoolExecutor(max_workers=s.feed_workers, thread_name_prefix="feed")
         state["feed"] = FeedBuilder(state["loader"], catalogue or Catalogue.load(s.catalogue),
                                     Histories(per_user=s.history), s.candidates, s.task_weights)
+        state["panels"] = Panels(cfg, metrics.samples, state["loader"], joiner_job.job_name(cfg))
         yield
         state["workers"].shutdown(wait=True)
         if loader is None:
@@ -135,6 +140,7 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
     app.state.metrics = metrics
     admission = threading.BoundedSemaphore(s.max_inflight_feeds)
     app.mount("/metrics", make_asgi_app(metrics.registry))
+    demo.mount(app, state)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
@@ -179,7 +185,8 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
         cat = builder.catalogue
         return FeedResponse(request_id=request_id, model_version=version, user_id=user_id, items=[
             FeedItem(item_id=x.item_id, position=x.position, score=x.score, scores=x.scores,
-                     title=cat.title(x.item_id), genres=cat.genre_labels(x.item_id)) for x in served])
+                     title=cat.title(x.item_id), genres=cat.genre_labels(x.item_id),
+                     path=list(x.path) if x.path is not None else None) for x in served])
 
     @app.post("/events", response_model=EventsAccepted, status_code=202)
     async def events(request: Request):

@@ -37,6 +37,7 @@ class Served:
     score: float
     scores: dict[str, float]
     features: Features
+    path: tuple[int, ...] | None = None  # the retrieval path that brought it in (None: catalogue fill)
 
 
 class FeedBuilder:
@@ -60,9 +61,11 @@ class FeedBuilder:
         started = time.perf_counter()
         sparse = self.user_sparse(user)
         rows = RequestRows(model.retriever.source)  # the user's rows: pulled once, read by both models
-        [(found, _)] = model.retriever.retrieve([{"user_id": user, "sparse": sparse}], k=self.candidates, source=rows)
+        [(found, _, paths)] = model.retriever.retrieve_with_paths([{"user_id": user, "sparse": sparse}],
+                                                                  k=self.candidates, source=rows)
         retrieved = time.perf_counter()
-        candidates = list(dict.fromkeys(found))
+        path_of = dict(zip(found, paths))
+        candidates = list(path_of)
         if len(candidates) < k:  # a short beam (a cold user, few items on its paths): fill up
             seen = set(candidates)
             candidates += [int(i) for i in model.meta["items"] if int(i) not in seen][:k - len(candidates)]
@@ -80,7 +83,7 @@ class FeedBuilder:
             features = Features(request_id=request_id, user_id=user, item_id=item, event_time=now,
                                 position=position, model_version=version, sparse={**sparse, **own[n]})
             served.append(Served(item, position, float(total[n]),
-                                 {t: float(s[n]) for t, s in scores.items()}, features))
+                                 {t: float(s[n]) for t, s in scores.items()}, features, path_of.get(item)))
         return request_id, version, served
 
 

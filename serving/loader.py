@@ -33,6 +33,7 @@ class Loaded:
     retriever: object  # models.retrieval.DeepRetrievalTrainer
     meta: dict
     loaded_at: float
+    registered_at: float | None = None  # when MLflow registered this version (unix s)
 
 
 class ChampionLoader:
@@ -59,7 +60,9 @@ class ChampionLoader:
         with tempfile.TemporaryDirectory() as tmp:
             folder = MlflowClient(self.cfg.mlflow_url).download_artifacts(version.run_id, "bundle", tmp)
             ranker, retriever, meta = load_bundle(folder, self.source)
-        self.current = Loaded(str(version.version), ranker, retriever, meta, time.time())
+        registered = getattr(version, "creation_timestamp", None)
+        self.current = Loaded(str(version.version), ranker, retriever, meta, time.time(),
+                              registered / 1000 if registered else None)
         log.info("serving model version %s (trained for %s)", version.version, meta.get("date"))
         return True
 

@@ -49,3 +49,7 @@ class ServingMetrics:
             self.model_info.labels(version).set(1)
             self.model_loaded.set(loaded_at or 0)
         self._version = version
+
+    def samples(self) -> list:
+        """Every sample of the registry, as a scrape of ``/metrics`` would give them."""
+        return [s for family in self.registry.collect() for s in family.samples]

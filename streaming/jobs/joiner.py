@@ -15,6 +15,10 @@ into training ``examples``, keyed by (request_id, item_id), in event time.
   ``sample_rate`` (and ``sample_rates`` when the tasks' rates differ); an action after that
   negative (within retention) emits a corrected positive (``is_correction``); at
   ``max(event times) + retention`` the key's state is cleared.
+- Flink metrics (REST, per operator): ``flywheel.accepted`` and ``flywheel.dead_letters.<reason>``
+  of the parsers; ``flywheel.join.positives``, ``.corrections``, ``.negatives_kept``,
+  ``.negatives_dropped`` and the gauge ``flywheel.join.latency_ms`` (mean wall-clock time from a
+  live action's event time to its join, over the last joins) of the join.
 
 Run (``flywheel.flinkjobs.submit`` does this with the stack's environment)::
 
@@ -26,6 +30,8 @@ Run (``flywheel.flinkjobs.submit`` does this with the stack's environment)::
 from __future__ import annotations
 
 import argparse
+import time
+from collections import deque
 
 from pyflink.common import Duration, Row, WatermarkStrategy
 from pyflink.common.serialization import ByteArraySchema
@@ -61,6 +67,9 @@ def keyed_bytes() -> Types:
 DEAD_LETTERS = "dead-letter"  # side output tag of Parse: rows keyed by source topic
 FEATURES, ACTION = "f", "a"
 NO_LABELS = {task: 0 for task in TASKS}
+JOIN_COUNTERS = ("positives", "corrections", "negatives_kept", "negatives_dropped")
+LATENCY_SAMPLES = 200  # the join latency gauge: mean over this many recent live joins (ms,
+                       # wall clock at the join minus the action's event time)
 
 
 class Parse(ProcessFunction):
@@ -121,6 +130,11 @@ class Join(KeyedProcessFunction):
         pickled = Types.PICKLED_BYTE_ARRAY()
         self.state = runtime_context.get_state(ValueStateDescriptor("join", pickled))
         self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", pickled))
+        # Flink metrics (REST: <operator>.flywheel.join.*), read by the demo page's joiner panel
+        group = runtime_context.get_metrics_group().add_group("flywheel").add_group("join")
+        self.counted = {name: group.counter(name) for name in JOIN_COUNTERS}
+        self.latencies: deque[int] = deque(maxlen=LATENCY_SAMPLES)
+        group.gauge("latency_ms", lambda: int(sum(self.latencies) / len(self.latencies)) if self.latencies else 0)
 
     def process_element(self, value, ctx):
         kind, _key, event_time, payload = value
@@ -156,6 +170,10 @@ class Join(KeyedProcessFunction):
         correction = state[2] == "negative"
         if not correction:
             state[2] = "positive"
+        self.counted["corrections" if correction else "positives"].inc()
+        lag = int(time.time() * 1000) - action_time
+        if 0 <= lag <= self.window:  # a live action (late ones would measure their lateness)
+            self.latencies.append(lag)
         delay = max(0, action_time - features.event_time)
         example = Example.from_features(features, merged, 1.0, delay, is_correction=correction)
         return Row(key_of(example), encode(example))
@@ -174,11 +192,13 @@ class Join(KeyedProcessFunction):
             if timestamp >= features.event_time + self.window:
                 if kept := sample_negative(ctx.get_current_key(), self.rates):
                     state[2] = "negative"
+                    self.counted["negatives_kept"].inc()
                     rate, rates = example_rates(kept)
                     example = Example.from_features(features, dict(NO_LABELS), rate, self.window, sample_rates=rates)
                     yield Row(key_of(example), encode(example))
                 else:
                     state[2] = "dropped"
+                    self.counted["negatives_dropped"].inc()
                 self.state.update(state)
 
 

@@ -11,6 +11,7 @@ import time
 import uuid
 
 import pytest
+import requests
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
@@ -18,6 +19,7 @@ from flywheel import flinkjobs
 from flywheel.config import REPO_ROOT
 from flywheel.hdfs import webhdfs
 from flywheel.spark import spark_session
+from serving.panels import flink_join
 from streaming.sampling import sample_negative
 from streaming.schemas import Action, Features, encode, key_of
 
@@ -192,6 +194,14 @@ def test_malformed_message_goes_to_dead_letters_and_joining_continues(joiner):
     j.send(action("r4", "click", T0 + 1_000))
     [ex] = j.read("examples", 1, of("r4"))
     assert ex["labels"]["click"] == 1
+    joined, deadline = {}, time.monotonic() + 60  # the join counters (the demo page's joiner panel)
+    while time.monotonic() < deadline and not joined.get("positives"):
+        joined = {k.rsplit(".", 1)[-1]: v for k, v in flinkjobs.metrics(j.stack, j.job, ".flywheel.join.").items()}
+        time.sleep(2)
+    assert joined["positives"] >= 1 and "negatives_kept" in joined and "latency_ms" in joined
+    name = requests.get(f"{j.stack.flink_url}/jobs/{j.job}", timeout=10).json()["name"]
+    panel = flink_join(j.stack, name, timeout_s=10)  # what the demo page's joiner panel reads
+    assert panel["state"] == "RUNNING" and panel["positives"] >= 1 and panel["checkpoint_at"] > 0
 
 
 def wait_for_file(fs, path: str, timeout_s: float = 120) -> None:

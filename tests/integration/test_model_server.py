@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 
+import numpy as np
 import pytest
 import requests
 import uvicorn
@@ -62,7 +63,7 @@ def server(stack, tmp_path_factory):
     app = create_app(cfg, source=source, loader=trained_loader(tmp_path_factory.mktemp("bundle"), source),
                      catalogue=Catalogue(titles={3: "<b>Three</b>"}))
     s = Server(app, stack.serving.port)
-    s.topics = topics
+    s.topics, s.source = topics, source
     yield s
     s.stop()
 
@@ -137,6 +138,31 @@ def test_metrics_count_feeds_stages_and_rejected_events(server):
     assert samples[("flywheel_serving_events_total", (("result", "invalid"),))] >= 1
     assert samples[("flywheel_serving_model_info", (("version", "7"),))] == 1
     assert any(name == "flywheel_serving_invalid_events_total" and value >= 1 for (name, _), value in samples.items())
+
+
+def test_demo_page_its_api_and_retrieval_paths(server):
+    page = requests.get(f"{server.url}/demo", timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "/demo/static/demo.js" in page.text
+    script = requests.get(f"{server.url}/demo/static/demo.js", timeout=30)
+    assert script.status_code == 200 and "innerHTML" not in script.text  # server text is only ever set as text
+    users = requests.get(f"{server.url}/demo/api/users", timeout=30).json()
+    assert 10**12 <= users["new_user"] < 2 * 10**12 and isinstance(users["known"], list)
+    feed = requests.get(f"{server.url}/feed", params={"user_id": 5, "k": 5}, timeout=30).json()
+    assert any(item["path"] for item in feed["items"])  # which Deep Retrieval path brought each item in
+    assert {item["title"] for item in feed["items"] if item["item_id"] == 3} <= {"<b>Three</b>"}  # as data
+
+    url = f"{server.url}/demo/api/users/5/embedding"
+    first = requests.get(url, timeout=30).json()
+    assert first["has_row"] and first["changed_at"] is None  # no change seen yet
+    assert requests.get(url, timeout=30).json()["changed_at"] is None
+    server.source.push("user_id", np.array([5], np.uint64), np.ones((1, 8), np.float32))  # training -> serving
+    changed = requests.get(url, timeout=30).json()
+    assert changed["digest"] != first["digest"] and changed["changed_at"] >= first["checked_at"]
+    assert requests.get(f"{server.url}/demo/api/users/-1/embedding", timeout=30).status_code == 422
+    panels = requests.get(f"{server.url}/demo/api/panels", timeout=30).json()
+    assert {p["name"] for p in panels["panels"]} >= {"collector", "joiner", "trainer", "sync", "freshness", "champion"}
+    assert next(p for p in panels["panels"] if p["name"] == "champion")["figures"]["version"] == "7"
 
 
 class HeldRetriever:

@@ -38,6 +38,7 @@ def test_cold_users_and_short_beams_still_fill_the_feed(loader):
     builder = FeedBuilder(loader, Catalogue(), Histories(), candidates=1)  # the beam keeps 1 item
     _, _, served = builder.build(2**40, k=12)  # a user no table has seen
     assert len(served) == 12 and len({s.item_id for s in served}) == 12
+    assert sum(s.path is not None for s in served) <= 1  # the rest filled from the catalogue, no path
 
 
 def test_no_champion_is_a_clear_error():
@@ -109,3 +110,9 @@ def test_compiled_retrieval_returns_the_eager_beam_items_in_reranker_order(loade
         scores = items[cand] @ users[n].numpy()
         assert scored == len(cand)
         assert top == [int(retriever.items[cand[i]]) for i in np.argsort(-scores, kind="stable")[:6]]
+        [(same, _, paths)] = retriever.retrieve_with_paths(queries[n:n + 1], k=6)
+        index = {int(item): i for i, item in enumerate(retriever.items)}
+        assert same == top and len(paths) == len(top)
+        for item, path in zip(top, paths):  # the path shown for an item holds it, and is on the beam
+            assert index[item] in retriever.paths.items_on[path]
+            assert path in set(map(tuple, beams[n].tolist()))

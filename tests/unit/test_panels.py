@@ -1,0 +1,90 @@
+"""The demo page's panels read each component's real metrics endpoint over HTTP (real PS
+shards; a Prometheus endpoint holding the trainer's metric names) and name every component that
+does not answer, without waiting past their timeouts."""
+
+import socket
+import threading
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from flywheel.config import load_config
+from paramserver.config import Sgd, TableConfig
+from paramserver.metrics import serve_metrics
+from paramserver.server import ParamServer
+from paramserver.table import EmbeddingTable
+from serving.metrics import ServingMetrics
+from serving.panels import Panels
+from tests.serving_models import StaticLoader
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def ps_shard(role: str, host: str, port: int) -> ParamServer:
+    tables = {"emb": EmbeddingTable(TableConfig(name="emb", dim=4, optimizer=Sgd(1.0), initializer="zeros"))}
+    server = ParamServer("grpc+tcp://127.0.0.1:0", tables, role, 0, 1)
+    threading.Thread(target=server.serve, daemon=True).start()
+    server.metrics_http = serve_metrics(server, host, port)
+    return server
+
+
+def test_panels_fill_from_live_endpoints_and_name_what_is_down(tmp_path):
+    base = 40_000 + (time.time_ns() // 1000) % 9_000  # metrics_port .. + 64: the two PS shards
+    trainer_port, simulator_port, flink_port = free_ports(3)  # nothing listens on the last two
+    cfg = load_config(files=[], environ={
+        "FLYWHEEL__STACK__STATE_DIR": str(tmp_path), "FLYWHEEL__PARAMSERVER__METRICS_PORT": str(base),
+        "FLYWHEEL__ONLINE__METRICS_PORT": str(trainer_port), "FLYWHEEL__SIMULATOR__METRICS_PORT": str(simulator_port),
+        "FLYWHEEL__FLINK__REST_PORT": str(flink_port)})
+    training = ps_shard("training", "127.0.0.1", cfg.paramserver.metrics_port_of("training", 0))
+    serving = ps_shard("serving", "127.0.0.1", cfg.paramserver.metrics_port_of("serving", 0))
+    training.sync_status.update(role="publisher", rows_shipped=3, last_sync=time.time() - 2)
+    serving.sync_status.update(role="subscriber", rows_applied=3, last_applied=time.time() - 1, lag=0, bad_messages=0)
+
+    registry = CollectorRegistry()  # the online trainer's metric names, on a real endpoint
+    Gauge("flywheel_online_examples_per_second", "", registry=registry).set(5123)
+    Counter("flywheel_online_examples", "", registry=registry).inc(90_000)
+    Gauge("flywheel_online_rolling_auc", "", ["task"], registry=registry).labels("click").set(0.71)
+    Gauge("flywheel_online_last_batch_timestamp_seconds", "", registry=registry).set(time.time())
+    http, _ = start_http_server(trainer_port, addr="127.0.0.1", registry=registry)
+
+    own = ServingMetrics()
+    own.events.labels("accepted").inc(10)
+    panels = Panels(cfg, own.samples, StaticLoader(None), "flywheel-joiner", min_interval_s=0)
+    started = time.monotonic()
+    first = {p["name"]: p for p in panels.read()["panels"]}
+    assert time.monotonic() - started < 8  # the page never hangs on a component that is down
+    own.events.labels("accepted").inc(30)
+    time.sleep(0.5)
+    got = panels.read()
+    by = {p["name"]: p for p in got["panels"]}
+    assert set(by) == {"collector", "joiner", "trainer", "sync", "freshness", "champion"} == set(first)
+
+    assert by["collector"]["up"] and by["collector"]["figures"]["events_accepted"] == 40
+    assert by["collector"]["figures"]["events_per_s"] > 0  # 30 more over the window
+    t = by["trainer"]
+    assert t["up"] and t["figures"]["examples_per_s"] == 5123 and t["figures"]["auc_click"] == 0.71
+    s = by["sync"]
+    assert s["up"] and s["figures"]["lag_messages"] == 0 and 0.5 < s["figures"]["last_applied_age_s"] < 30
+    for name, who in (("joiner", "Joiner (Flink)"), ("freshness", "Simulator")):
+        assert not by[name]["up"] and by[name]["error"].startswith(who), by[name]
+    assert not by["champion"]["up"] and "make retrain" in by["champion"]["error"]
+    assert got["links"]["Flink"].endswith(f":{flink_port}")
+
+    http.shutdown()  # the trainer stops: its panel says so, by name
+    http.server_close()
+    serving.shutdown()  # a serving shard ends, and its endpoint with it
+    serving.metrics_http.shutdown()
+    serving.metrics_http.server_close()
+    by = {p["name"]: p for p in panels.read()["panels"]}
+    assert not by["trainer"]["up"] and by["trainer"]["error"].startswith("Online trainer is down")
+    assert not by["sync"]["up"] and "ps-serving-0" in by["sync"]["error"]
+    assert by["collector"]["up"]
+    training.shutdown()
