@@ -77,3 +77,4 @@ bench: setup ## Benchmarks: tables of figures with same-run baselines; JSON in b
 	@.venv/ml/bin/python bench/paramserver.py
 	@.venv/ml/bin/python bench/joiner.py
 	@.venv/ml/bin/python bench/loop.py
+	@.venv/ml/bin/python bench/demo_page.py

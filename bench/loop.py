@@ -51,7 +51,9 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import psutil
@@ -107,6 +109,53 @@ def champion_bootstrap(data: Path) -> None:
             "bootstrap(with_data(load_config(), data), data, lambda m: print(m, flush=True))")
     subprocess.run([sys.executable, "-c", code, str(data)], cwd=REPO_ROOT, check=True,
                    env={**os.environ, "FLYWHEEL_CONFIG": os.environ["FLYWHEEL_CONFIG"]})
+
+
+@contextmanager
+def bench_stack(data_arg: str | None, sim_rate: float, name: str, phase=lambda name: None):
+    """The bench stack with the closed loop running: Kafka, HDFS, Flink, MLflow and the
+    parameter servers (started if they are not running), a ``champion`` (bootstrapped when
+    there is none), the joiner, the model server and the online trainer over ``data_arg``'s
+    MovieLens folder (``resolve_data``); the simulator's rate set to ``sim_rate`` for when it is
+    started. Yields a namespace (cfg, data, data_source, url, champion, joiner); stops what it
+    started (the whole stack if it started it)."""
+    base = load_config()
+    supervisor_was_up = Supervisor(base).running()
+    before = running_programs(base)
+    tmp = Path(tempfile.mkdtemp(prefix=f"flywheel-bench-{name}-"))
+    data, data_source = resolve_data(data_arg, tmp)
+    cfg = with_data(base, data)
+    cfg = cfg.model_copy(update={"simulator": cfg.simulator.model_copy(update={"rate": sim_rate})})
+    os.environ["FLYWHEEL__SIMULATOR__RATE"] = str(sim_rate)  # reaches the supervised simulator
+    url = f"http://{cfg.stack.host}:{cfg.serving.port}"
+    started_joiner = None
+    try:
+        control.up(cfg, only=CORE, echo=echo)
+        phase("stack_up")
+        champion_bootstrap(data)
+        phase("champion")
+        logging.getLogger().setLevel(logging.WARNING)  # kafka-python's INFO chatter
+        from pipelines.batch.publish import champion
+
+        current = champion(cfg)
+        if running := flinkjobs.running(cfg, joiner_job.job_name(cfg)):
+            echo(f"joiner: running (job {running[0]})")
+        else:
+            started_joiner = joiner_job.start(cfg)
+            echo(f"joiner: started job {started_joiner}")
+        control.up(cfg, only=LOOP, echo=echo)
+        wait_for(lambda: requests.get(f"{url}/health", timeout=5).json()["model_version"], 180,
+                 "the champion in the model server")
+        yield SimpleNamespace(cfg=cfg, data=data, data_source=data_source, url=url,
+                              champion={"version": current.version, "date": current.tags.get("date")},
+                              joiner=started_joiner or running[0])
+    finally:
+        control.stop(cfg, [s for s in ["simulator", *LOOP] if s not in before])
+        if started_joiner:
+            flinkjobs.cancel(cfg, started_joiner)
+        if not supervisor_was_up:
+            control.down(cfg)
+        shutil.rmtree(tmp, ignore_errors=True)  # the synthetic data, if any
 
 
 def checkpoint_stats(cfg, job: str) -> dict:
@@ -410,39 +459,14 @@ def main() -> None:
                         help="cProfile one trainer run at the first batch size (into the notes)")
     args = parser.parse_args()
     began = time.monotonic()
-    base = load_config()
-    supervisor_was_up = Supervisor(base).running()
-    before = running_programs(base)
-    tmp = Path(tempfile.mkdtemp(prefix="flywheel-bench-loop-"))
-    data, data_source = resolve_data(args.data, tmp)
-    cfg = with_data(base, data)
-    cfg = cfg.model_copy(update={"simulator": cfg.simulator.model_copy(update={"rate": args.sim_rate})})
-    os.environ["FLYWHEEL__SIMULATOR__RATE"] = str(args.sim_rate)  # reaches the supervised simulator
-    url = f"http://{cfg.stack.host}:{cfg.serving.port}"
-    started_joiner = None
-    notes: dict = {"data": str(data), "data_source": data_source}
+    notes: dict = {}
     phases: dict[str, float] = {}
 
     def phase(name: str) -> None:
         phases[name] = round(time.monotonic() - began, 1)
-    try:
-        control.up(cfg, only=CORE, echo=echo)
-        phase("stack_up")
-        champion_bootstrap(data)
-        phase("champion")
-        logging.getLogger().setLevel(logging.WARNING)  # kafka-python's INFO chatter
-        from pipelines.batch.publish import champion
-
-        current = champion(cfg)
-        notes["champion"] = {"version": current.version, "date": current.tags.get("date")}
-        if running := flinkjobs.running(cfg, joiner_job.job_name(cfg)):
-            echo(f"joiner: running (job {running[0]})")
-        else:
-            started_joiner = joiner_job.start(cfg)
-            echo(f"joiner: started job {started_joiner}")
-        control.up(cfg, only=LOOP, echo=echo)
-        wait_for(lambda: requests.get(f"{url}/health", timeout=5).json()["model_version"], 180,
-                 "the champion in the model server")
+    with bench_stack(args.data, args.sim_rate, "loop", phase) as run:
+        cfg, data, url = run.cfg, run.data, run.url
+        notes.update({"data": str(data), "data_source": run.data_source, "champion": run.champion})
         trainer_url = f"http://{cfg.stack.host}:{cfg.online.metrics_port}/metrics"
         wait_for(lambda: value(scrape(trainer_url), "flywheel_online_champion_version") > 0, 240,
                  "the online trainer on the champion")
@@ -460,7 +484,7 @@ def main() -> None:
              f"{pct(fresh['sync'], 50):.2f}s p99 {pct(fresh['sync'], 99):.2f}s")
 
         phase("freshness")
-        notes["joiner_checkpoints"] = checkpoint_stats(cfg, started_joiner or running[0])
+        notes["joiner_checkpoints"] = checkpoint_stats(cfg, run.joiner)
         echo(f"feed latency: {args.rps:.0f} rps open loop for {args.latency_s:.0f}s, trainer busy")
         busy = feed_window(cfg, url, users, args)
         sim1 = scrape(sim_url)
@@ -481,14 +505,7 @@ def main() -> None:
         echo(f"online trainer in-process: {args.examples} examples, batch sizes {args.batch_sizes}")
         online = online_trainer(cfg, data, args)
         phase("online_trainer")
-    finally:
-        control.stop(cfg, [s for s in ["simulator", *LOOP] if s not in before])
-        if started_joiner:
-            flinkjobs.cancel(cfg, started_joiner)
-        if not supervisor_was_up:
-            control.down(cfg)
-        shutil.rmtree(tmp, ignore_errors=True)  # the synthetic data, if any
-        phase("stopped")
+    phase("stopped")
 
     runtime = time.monotonic() - began
     lat = lambda w, q: pct(w["latency"], q, 1e3)  # noqa: E731

@@ -152,10 +152,18 @@ class Panels:
         return {"name": "joiner", "title": "Joiner (Flink)", "up": True, "figures": {
             "state": j["state"], "examples_per_s": self._rate("joiner", "emitted", now, j["emitted"]),
             "positives": j.get("positives"), "negatives_kept": j.get("negatives_kept"),
-            "negatives_dropped": j.get("negatives_dropped"), "join_latency_ms": j.get("latency_ms"),
+            "negatives_dropped": j.get("negatives_dropped"), "join_latency_ms": self._mean_latency(now, j),
             "last_checkpoint_age_s": round(now - j["checkpoint_at"], 1) if j.get("checkpoint_at") else None,
             "checkpoint_ms": j.get("checkpoint_ms"),
         }}
+
+    def _mean_latency(self, now: float, j: dict) -> float | None:
+        """Mean join latency (ms) over the window; since the job started if no join in it."""
+        total, joins = j.get("latency_ms_sum", 0.0), j.get("latency_joins", 0.0)
+        past = self._oldest("joiner")
+        if past is not None and joins - past.get("latency_joins", 0.0) > 0:
+            return round((total - past.get("latency_ms_sum", 0.0)) / (joins - past["latency_joins"]), 1)
+        return round(total / joins, 1) if joins else None
 
     def _trainer(self, now: float, s) -> dict:
         if isinstance(s, Exception):

@@ -3,7 +3,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { user: null, lastAction: null, lastChange: null, feedFor: null };
+const state = { user: null, lastAction: null, lastChange: null, lastClick: 0, stale: false };
+const PAUSE_MS = 1500; // a feed that is out of date is replaced once the person pauses this long
+const K = Math.min(100, Math.max(1, Number(new URLSearchParams(location.search).get("k")) || 10)); // ?k= items per feed
 
 function text(tag, value, cls) {
   const el = document.createElement(tag);
@@ -59,7 +61,7 @@ async function refreshFeed() {
   if (state.user === null) return;
   $("feed-status").textContent = "loading feed…";
   try {
-    const feed = await getJSON(`/feed?user_id=${encodeURIComponent(state.user)}&k=10`);
+    const feed = await getJSON(`/feed?user_id=${encodeURIComponent(state.user)}&k=${K}`);
     renderFeed(feed);
     $("feed-status").textContent = `feed at ${new Date().toLocaleTimeString()}`;
   } catch (err) {
@@ -89,7 +91,7 @@ function renderFeed(feed) {
   }
   const top = Object.entries(share).sort((a, b) => b[1] - a[1]).slice(0, 5);
   $("genre-share").textContent = top.length ? "Genres in this feed: " + top.map(([g, s]) => `${g} ${(s * 100).toFixed(0)}%`).join(", ") : "";
-  state.feedFor = state.lastChange;
+  list.dataset.requestId = feed.request_id;
 }
 
 async function act(feed, item, action, li) {
@@ -101,6 +103,7 @@ async function act(feed, item, action, li) {
     await getJSON("/events", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ events }) });
     li.classList.add("acted");
     state.lastAction = now / 1000;
+    state.lastClick = performance.now();
     $("feed-status").textContent = `${action} sent for ${item.title}`;
   } catch (err) {
     $("feed-status").textContent = `${action}: ${err.message}`;
@@ -122,7 +125,7 @@ async function refreshEmbedding() {
       el.className = "changed";
       if (state.lastChange !== e.changed_at) {
         state.lastChange = e.changed_at;
-        refreshFeed(); // the feed a person sees follows the new embedding
+        state.stale = true; // the feed follows the new embedding, but not under the person's cursor
       }
     } else {
       el.textContent = `Your embedding is on the serving PS (norm ${e.norm.toFixed(3)}); no change seen since ${clock(e.checked_at)}.`;
@@ -186,3 +189,9 @@ loadUsers();
 refreshPanels();
 setInterval(refreshPanels, 2000);
 setInterval(refreshEmbedding, 1000);
+setInterval(() => {
+  if (state.stale && performance.now() - state.lastClick > PAUSE_MS) {
+    state.stale = false;
+    refreshFeed();
+  }
+}, 250);

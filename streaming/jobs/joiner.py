@@ -17,8 +17,10 @@ into training ``examples``, keyed by (request_id, item_id), in event time.
   ``max(event times) + retention`` the key's state is cleared.
 - Flink metrics (REST, per operator): ``flywheel.accepted`` and ``flywheel.dead_letters.<reason>``
   of the parsers; ``flywheel.join.positives``, ``.corrections``, ``.negatives_kept``,
-  ``.negatives_dropped`` and the gauge ``flywheel.join.latency_ms`` (mean wall-clock time from a
-  live action's event time to its join, over the last joins) of the join.
+  ``.negatives_dropped``, ``.latency_ms_sum`` and ``.latency_joins`` (wall-clock ms from a live
+  action's event time to its join, summed, and the joins counted) of the join. Counters only:
+  a gauge is a Python callback from Flink's metric threads, which crashed the TaskManager when
+  the job was cancelled (thread mode).
 
 Run (``flywheel.flinkjobs.submit`` does this with the stack's environment)::
 
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import deque
 
 from pyflink.common import Duration, Row, WatermarkStrategy
 from pyflink.common.serialization import ByteArraySchema
@@ -68,8 +69,9 @@ DEAD_LETTERS = "dead-letter"  # side output tag of Parse: rows keyed by source t
 FEATURES, ACTION = "f", "a"
 NO_LABELS = {task: 0 for task in TASKS}
 JOIN_COUNTERS = ("positives", "corrections", "negatives_kept", "negatives_dropped")
-LATENCY_SAMPLES = 200  # the join latency gauge: mean over this many recent live joins (ms,
-                       # wall clock at the join minus the action's event time)
+# join latency of live actions (wall clock at the join minus the action's event time): the sum
+# (ms) and the count, so a reader takes the mean over any window
+JOIN_LATENCY = ("latency_ms_sum", "latency_joins")
 
 
 class Parse(ProcessFunction):
@@ -132,9 +134,9 @@ class Join(KeyedProcessFunction):
         self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", pickled))
         # Flink metrics (REST: <operator>.flywheel.join.*), read by the demo page's joiner panel
         group = runtime_context.get_metrics_group().add_group("flywheel").add_group("join")
-        self.counted = {name: group.counter(name) for name in JOIN_COUNTERS}
-        self.latencies: deque[int] = deque(maxlen=LATENCY_SAMPLES)
-        group.gauge("latency_ms", lambda: int(sum(self.latencies) / len(self.latencies)) if self.latencies else 0)
+        # counters only: a gauge is a Python callback that Flink's metric threads call, and
+        # calling into Python while the task is cancelled crashes the TaskManager (thread mode)
+        self.counted = {name: group.counter(name) for name in JOIN_COUNTERS + JOIN_LATENCY}
 
     def process_element(self, value, ctx):
         kind, _key, event_time, payload = value
@@ -173,7 +175,8 @@ class Join(KeyedProcessFunction):
         self.counted["corrections" if correction else "positives"].inc()
         lag = int(time.time() * 1000) - action_time
         if 0 <= lag <= self.window:  # a live action (late ones would measure their lateness)
-            self.latencies.append(lag)
+            self.counted["latency_ms_sum"].inc(lag)
+            self.counted["latency_joins"].inc()
         delay = max(0, action_time - features.event_time)
         example = Example.from_features(features, merged, 1.0, delay, is_correction=correction)
         return Row(key_of(example), encode(example))

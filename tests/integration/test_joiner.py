@@ -198,7 +198,7 @@ def test_malformed_message_goes_to_dead_letters_and_joining_continues(joiner):
     while time.monotonic() < deadline and not joined.get("positives"):
         joined = {k.rsplit(".", 1)[-1]: v for k, v in flinkjobs.metrics(j.stack, j.job, ".flywheel.join.").items()}
         time.sleep(2)
-    assert joined["positives"] >= 1 and "negatives_kept" in joined and "latency_ms" in joined
+    assert joined["positives"] >= 1 and "negatives_kept" in joined and joined["latency_joins"] >= 0
     name = requests.get(f"{j.stack.flink_url}/jobs/{j.job}", timeout=10).json()["name"]
     panel = flink_join(j.stack, name, timeout_s=10)  # what the demo page's joiner panel reads
     assert panel["state"] == "RUNNING" and panel["positives"] >= 1 and panel["checkpoint_at"] > 0

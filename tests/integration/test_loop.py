@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 import uuid
 
@@ -25,21 +24,13 @@ import pytest
 import requests
 from kafka import KafkaConsumer
 
-from flywheel import flinkjobs, joiner_job
-from flywheel.paths import ML_PYTHON
 from flywheel.prometheus import scrape, value
-from flywheel.stack import control
-from flywheel.stack.base import wait_until
 from flywheel.stack.supervisor import Supervisor
 from models.synthetic import write_movielens
-from paramserver.client import PSClient
-from pipelines.batch.publish import champion
-from serving.catalogue import Catalogue
 from simulator.freshness import probe_once
+from tests.integration.loop_stack import running_loop, wait
 
 pytestmark = pytest.mark.integration
-EVAL_DAY = "2031-03-05"  # test_daily_retrain's data: the same synthetic folder, the same champion
-LOOP = ["model-server", "online-trainer"]
 ROUNDS = 12  # feed -> actions -> wait for the sync, at most this many times
 CATALOGUE = 60  # items of the synthetic data: a feed of all of them ranks every item
 RISE = 0.12  # the liked genre's mean position moves up by this share of the feed at least
@@ -47,37 +38,11 @@ HOLD = 2  # rounds after the rise in which it must not fall back (more than SLAC
 SLACK = 0.05
 
 
-def flywheel(*args: str) -> None:
-    subprocess.run([str(ML_PYTHON.parent / "flywheel"), *args], check=True, timeout=900)
-
-
-def wait(check, timeout_s: float, what: str, interval_s: float = 0.5) -> None:
-    if not wait_until(check, timeout_s, interval_s):
-        raise AssertionError(f"{what} not within {timeout_s:.0f}s")
-
-
 @pytest.fixture(scope="module")
 def loop(stack, tmp_path_factory):
     folder = write_movielens(tmp_path_factory.mktemp("ml"), users=120, items=60, ratings_per_user=25, days=4)
-    if champion(stack) is None:
-        flywheel("backfill", "--data", str(folder), "--end-date", EVAL_DAY, "--days", "4", "--negatives", "2")
-        flywheel("retrain", "--date", EVAL_DAY, "--mode", "scratch", "--epochs", "1", "--train-days", "3",
-                 "--force-publish")
-    started_joiner = None
-    if not flinkjobs.running(stack, joiner_job.job_name(stack)):
-        started_joiner = joiner_job.start(stack)
-    cfg = stack.model_copy(update={"serving": stack.serving.model_copy(update={"catalogue": str(folder)})})
-    control.up(cfg, only=LOOP, echo=lambda msg: print(msg, flush=True))
-    url = f"http://{cfg.stack.host}:{cfg.serving.port}"
-    wait(lambda: requests.get(f"{url}/health", timeout=5).json()["model_version"], 120, "the champion in the model server")
-    metrics = f"http://{cfg.stack.host}:{cfg.online.metrics_port}/metrics"
-    wait(lambda: value(scrape(metrics), "flywheel_online_champion_version") > 0, 180, "the trainer on the champion")
-    ps = PSClient.from_config(cfg, role="serving")
-    yield {"cfg": cfg, "url": url, "metrics": metrics, "catalogue": Catalogue.load(folder), "ps": ps}
-    ps.close()
-    control.stop(cfg, LOOP)
-    if started_joiner:
-        flinkjobs.cancel(stack, started_joiner)
+    with running_loop(stack, folder) as running:
+        yield running
 
 
 def genre_share(feed: dict, genre: str, top: int = 10) -> float:
