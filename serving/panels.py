@@ -11,6 +11,7 @@ do not multiply the scrapes.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -23,6 +24,7 @@ from flywheel.config import FlywheelConfig
 from flywheel.prometheus import histogram_quantiles, value
 
 TIMEOUT_S = 1.0
+log = logging.getLogger(__name__)
 
 
 def fetch_samples(url: str, timeout_s: float = TIMEOUT_S) -> list:
@@ -122,9 +124,21 @@ class Panels:
         return None
 
     def _panels(self, now: float, got: dict) -> list[dict]:
-        return [self._collector(now, got["server"]), self._joiner(now, got["joiner"]),
-                self._trainer(now, got["trainer"]), self._sync(now, got), self._freshness(now, got["simulator"]),
-                self._champion()]
+        builders = [("collector", "Model server and event collector", lambda: self._collector(now, got["server"])),
+                    ("joiner", "Joiner (Flink)", lambda: self._joiner(now, got["joiner"])),
+                    ("trainer", "Online trainer", lambda: self._trainer(now, got["trainer"])),
+                    ("sync", "Training → serving sync", lambda: self._sync(now, got)),
+                    ("freshness", "Simulator and freshness", lambda: self._freshness(now, got["simulator"])),
+                    ("champion", "Champion model", self._champion)]
+        out = []
+        for name, title, build in builders:
+            try:
+                out.append(build())
+            except Exception as exc:  # noqa: BLE001 - one panel's figures failing never blanks the page
+                log.exception("the %s panel failed", name)
+                out.append({"name": name, "title": title, "up": False, "figures": {},
+                            "error": f"{title}: its figures could not be read ({type(exc).__name__}: {exc})"[:300]})
+        return out
 
     @staticmethod
     def _down(name: str, title: str, error: Exception) -> dict:
@@ -160,9 +174,10 @@ class Panels:
     def _mean_latency(self, now: float, j: dict) -> float | None:
         """Mean join latency (ms) over the window; since the job started if no join in it."""
         total, joins = j.get("latency_ms_sum", 0.0), j.get("latency_joins", 0.0)
-        past = self._oldest("joiner")
-        if past is not None and joins - past.get("latency_joins", 0.0) > 0:
-            return round((total - past.get("latency_ms_sum", 0.0)) / (joins - past["latency_joins"]), 1)
+        past = self._oldest("joiner") or {}  # its counters may not exist yet: Flink reports them late
+        window = joins - past.get("latency_joins", 0.0)
+        if past and window > 0:
+            return round((total - past.get("latency_ms_sum", 0.0)) / window, 1)
         return round(total / joins, 1) if joins else None
 
     def _trainer(self, now: float, s) -> dict:

@@ -88,3 +88,30 @@ def test_panels_fill_from_live_endpoints_and_name_what_is_down(tmp_path):
     assert not by["sync"]["up"] and "ps-serving-0" in by["sync"]["error"]
     assert by["collector"]["up"]
     training.shutdown()
+
+
+def test_join_latency_is_the_window_mean_once_flink_reports_its_counters(tmp_path, monkeypatch):
+    """Flink's REST API (not under test here) reports the join counters only once they were
+    first updated: the first reads lack them, and no read may fail for it."""
+    readings = iter([
+        {"state": "RUNNING", "positives": 0.0, "emitted": 0.0},
+        {"state": "RUNNING", "positives": 5.0, "emitted": 5.0, "latency_ms_sum": 500.0, "latency_joins": 5.0},
+        {"state": "RUNNING", "positives": 9.0, "emitted": 9.0, "latency_ms_sum": 900.0, "latency_joins": 9.0},
+    ])
+    monkeypatch.setattr("serving.panels.flink_join", lambda cfg, name: next(readings))
+    monkeypatch.setattr("serving.panels.fetch_samples", lambda url: [])
+    cfg = load_config(files=[], environ={"FLYWHEEL__STACK__STATE_DIR": str(tmp_path)})
+    panels = Panels(cfg, ServingMetrics().samples, StaticLoader(None), "flywheel-joiner", min_interval_s=0)
+    joiner = [next(p for p in panels.read()["panels"] if p["name"] == "joiner") for _ in range(3)]
+    assert all(p["up"] for p in joiner)
+    assert [p["figures"]["join_latency_ms"] for p in joiner] == [None, 100.0, 100.0]
+    assert joiner[2]["figures"]["examples_per_s"] > 0
+
+
+def test_a_panel_that_fails_is_shown_as_failed_and_the_others_still_fill(tmp_path, monkeypatch):
+    monkeypatch.setattr("serving.panels.flink_join", lambda cfg, name: {"state": "RUNNING"})  # no "emitted"
+    monkeypatch.setattr("serving.panels.fetch_samples", lambda url: [])
+    cfg = load_config(files=[], environ={"FLYWHEEL__STACK__STATE_DIR": str(tmp_path)})
+    by = {p["name"]: p for p in Panels(cfg, ServingMetrics().samples, StaticLoader(None), "j").read()["panels"]}
+    assert not by["joiner"]["up"] and "could not be read (KeyError" in by["joiner"]["error"]
+    assert by["collector"]["up"] and by["trainer"]["up"]
