@@ -9,6 +9,7 @@ import re
 import time
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from flywheel.config import REPO_ROOT
@@ -58,6 +59,18 @@ def panel(page, name: str) -> dict:
         figures: Object.fromEntries([...el.querySelectorAll("tr")].map(r => [r.dataset.figure, r.dataset.value]))})""")
 
 
+def act_on_feed(page, genre: str) -> None:
+    """Like and finish each shown item of ``genre``, skip the others. The page holds a new feed
+    back while the person clicks; if a slow machine still paused long enough for it, the
+    round ends there."""
+    for item in feed_items(page):
+        for action in ("like", "finish") if genre in item["genres"] else ("skip",):
+            try:
+                page.click(f'#feed li[data-item-id="{item["id"]}"] button[data-action="{action}"]', timeout=3_000)
+            except PlaywrightTimeout:
+                return
+
+
 def test_a_new_user_liking_one_genre_sees_it_rise_on_the_page(loop, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
     errors: list[str] = []
@@ -78,9 +91,7 @@ def test_a_new_user_liking_one_genre_sees_it_rise_on_the_page(loop, browser):
     for _ in range(ROUNDS):
         changed_at = page.get_attribute("#embedding", "data-changed-at")
         request = page.get_attribute("#feed", "data-request-id")
-        for item in feed_items(page):  # the page holds a new feed back while the person clicks
-            for action in ("like", "finish") if genre in item["genres"] else ("skip",):
-                page.click(f'#feed li[data-item-id="{item["id"]}"] button[data-action="{action}"]')
+        act_on_feed(page, genre)
         try:  # the user's row changes on the serving PS; the page then shows a new feed
             page.wait_for_function("was => (document.querySelector('#embedding').dataset.changedAt || null) !== was",
                                    arg=changed_at or None, timeout=30_000)
@@ -95,7 +106,9 @@ def test_a_new_user_liking_one_genre_sees_it_rise_on_the_page(loop, browser):
     print(f"genre {genre}: share of {K} {before:.2f} -> {[round(s, 2) for s in shares]}; row changed {changes} times")
     assert changes >= 2, "the user's embedding never changed on the serving PS"
     assert shares and max(shares) >= before + RISE, f"{genre} did not rise by {RISE}: {before:.2f} -> {shares}"
-    assert "after your last action" in page.text_content("#embedding")
+    # the page says when it saw the row change (and how long after the last click, when the
+    # change came after it: a change from the round before may land during this round's clicks)
+    assert "last changed at" in page.text_content("#embedding")
 
     # the panels show the loop working (the joiner's Flink metrics refresh about every 10 s)
     page.wait_for_function("""() => {
