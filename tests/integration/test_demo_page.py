@@ -104,7 +104,7 @@ def test_a_new_user_liking_one_genre_sees_it_rise_on_the_page(loop, browser):
         if shares[-1] >= before + RISE:
             break
     print(f"genre {genre}: share of {K} {before:.2f} -> {[round(s, 2) for s in shares]}; row changed {changes} times")
-    assert changes >= 2, "the user's embedding never changed on the serving PS"
+    assert changes >= 1, "the user's embedding never changed on the serving PS"  # (it may rise at the first)
     assert shares and max(shares) >= before + RISE, f"{genre} did not rise by {RISE}: {before:.2f} -> {shares}"
     # the page says when it saw the row change (and how long after the last click, when the
     # change came after it: a change from the round before may land during this round's clicks)
