@@ -24,7 +24,8 @@ FLYWHEEL = Path(sys.executable).parent / "flywheel"
 TABLES = ("{emb: {dim: 8, optimizer: sgd, learning_rate: 1.0, initializer: zeros},"
           " aux: {dim: 4, optimizer: sgd, learning_rate: 1.0, initializer: zeros}}")
 # these tests run their own PS processes, beside the stack's own (config/test.yaml ports)
-OWN_PORTS = {"FLYWHEEL__PARAMSERVER__TRAINING_PORT": "17300", "FLYWHEEL__PARAMSERVER__SERVING_PORT": "17400"}
+OWN_PORTS = {"FLYWHEEL__PARAMSERVER__TRAINING_PORT": "17300", "FLYWHEEL__PARAMSERVER__SERVING_PORT": "17400",
+             "FLYWHEEL__PARAMSERVER__METRICS_PORT": "17800"}
 
 
 class Cluster:
