@@ -15,14 +15,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 
+def fetch(url: str, timeout_s: float = 5) -> list[Sample]:
+    """The samples ``url`` exposes; raises ``requests.RequestException`` when it does not answer."""
+    got = requests.get(url, timeout=timeout_s)
+    got.raise_for_status()
+    return [s for family in text_string_to_metric_families(got.text) for s in family.samples]
+
+
 def scrape(url: str, timeout_s: float = 5) -> list[Sample]:
     """The samples ``url`` exposes ([] when it does not answer: a service still starting)."""
     try:
-        got = requests.get(url, timeout=timeout_s)
-        got.raise_for_status()
+        return fetch(url, timeout_s)
     except requests.RequestException:
         return []
-    return [s for family in text_string_to_metric_families(got.text) for s in family.samples]
 
 
 def value(samples: list[Sample], name: str, **labels: str) -> float:

@@ -18,20 +18,16 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
-
 from flywheel.config import FlywheelConfig
-from flywheel.prometheus import histogram_quantiles, value
+from flywheel.prometheus import fetch, histogram_quantiles, value
 
 TIMEOUT_S = 1.0
 log = logging.getLogger(__name__)
 
 
 def fetch_samples(url: str, timeout_s: float = TIMEOUT_S) -> list:
-    """The samples ``url`` exposes; raises ``requests.RequestException`` when it does not answer."""
-    got = requests.get(url, timeout=timeout_s)
-    got.raise_for_status()
-    return [s for family in text_string_to_metric_families(got.text) for s in family.samples]
+    """:func:`flywheel.prometheus.fetch` with the panels' timeout."""
+    return fetch(url, timeout_s)
 
 
 def flink_join(cfg: FlywheelConfig, job_name: str, timeout_s: float = TIMEOUT_S) -> dict:
