@@ -109,12 +109,28 @@ class RankingTrainer:
         (the user's: id, history, attributes) are pulled and pooled once and broadcast to every
         candidate, whose own slots come from ``items``; dense features read 0. ``source``
         overrides where rows are pulled from (serving: one request's ``RequestRows``)."""
-        overlap = set(shared) & {slot for row in items for slot in row}
+        columns: dict[str, tuple[list[int], list[int]]] = {}
+        for n, row in enumerate(items):
+            for slot, ids in row.items():
+                col = columns.setdefault(slot, ([], []))
+                col[0].extend(ids)
+                col[1].extend([n] * len(ids))
+        return self.score_columns(shared, len(items), {s: (np.asarray(i, np.uint64), np.asarray(r, np.int32))
+                                                       for s, (i, r) in columns.items()}, source)
+
+    def score_columns(self, shared: dict[str, list[int]], n: int, columns: dict[str, tuple[np.ndarray, np.ndarray]],
+                      source: EmbeddingSource | None = None) -> dict[str, np.ndarray]:
+        """:meth:`score_candidates` with the ``n`` candidates' slots as arrays: ``columns[slot]``
+        is (the IDs, flat; the candidate, 0..n-1, each belongs to). The serving path: no
+        per-candidate dict is built."""
+        overlap = set(shared) & set(columns)
         if overlap:
             raise ValueError(f"slots {sorted(overlap)} are both shared and per candidate; give each once")
-        batch = SparseBatch.from_examples([{"sparse": shared}] + [{"sparse": row} for row in items], self.slots)
+        merged = {slot: (np.asarray(ids, np.uint64), np.zeros(len(ids), np.int32)) for slot, ids in shared.items()}
+        merged.update({slot: (ids, np.asarray(rows, np.int32) + 1) for slot, (ids, rows) in columns.items()})
+        batch = SparseBatch.from_columns(n + 1, self.slots, merged)  # row 0: the shared slots
         rows = batch.pull(source or self.source)
-        dense = tf.zeros((len(items), len(self.dense)))
+        dense = tf.zeros((n, len(self.dense)))
         common = tuple(s.name for s in self.slots if s.name in shared)
         if common not in self._shared_graphs:
             self._shared_graphs[common] = CompiledGraph(

@@ -126,17 +126,30 @@ class SparseBatch:
                 ids = sparse.get(slot.name) or ()
                 flat[slot.name][0].extend(ids)
                 flat[slot.name][1].extend([row] * len(ids))
+        return cls.from_columns(len(examples), slots, {
+            name: (np.asarray(ids, dtype=np.uint64), np.asarray(rows, np.int32)) for name, (ids, rows) in flat.items()})
+
+    @classmethod
+    def from_columns(cls, size: int, slots: list[Slot], columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> SparseBatch:
+        """The batch of ``size`` examples whose slot ``s`` holds the IDs ``columns[s][0]``, each
+        in the example ``columns[s][1]`` (same length; a missing slot is empty everywhere): what
+        :meth:`from_examples` builds from dicts, for callers that hold arrays already."""
+        empty = (np.empty(0, np.uint64), np.empty(0, np.int32))
         unique, index = {}, {}
         for table in dict.fromkeys(s.table for s in slots):
             mine = [s for s in slots if s.table == table]
-            all_ids = np.concatenate([np.asarray(flat[s.name][0], dtype=np.uint64) for s in mine])
+            cols = [columns.get(s.name, empty) for s in mine]
+            for s, (ids, rows) in zip(mine, cols):
+                if len(ids) != len(rows):
+                    raise ValueError(f"slot {s.name!r}: {len(ids)} IDs but {len(rows)} example indices")
+            all_ids = np.concatenate([np.asarray(ids, dtype=np.uint64) for ids, _ in cols])
             unique[table], inverse = np.unique(all_ids, return_inverse=True)
             start = 0
-            for s in mine:
-                n = len(flat[s.name][0])
-                index[s.name] = (inverse[start:start + n].astype(np.int32), np.asarray(flat[s.name][1], np.int32))
+            for s, (ids, rows) in zip(mine, cols):
+                n = len(ids)
+                index[s.name] = (inverse[start:start + n].astype(np.int32), np.asarray(rows, np.int32))
                 start += n
-        return cls(len(examples), slots, unique, index)
+        return cls(size, slots, unique, index)
 
     def pull(self, source: EmbeddingSource, insert: bool = False) -> dict[str, tf.Tensor]:
         """Each table's rows for its unique IDs, [n_unique, dim] float32 tensors, ready for

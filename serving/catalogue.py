@@ -8,8 +8,10 @@ title ``item <id>``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from models.movielens import GENRE_BASE, MovieLens, load
@@ -28,6 +30,21 @@ class Catalogue:
 
     def title(self, item: int) -> str:
         return self.titles.get(item, f"item {item}")
+
+    @cached_property
+    def _genre_arrays(self) -> dict[int, np.ndarray]:
+        return {item: np.asarray(ids, np.uint64) for item, ids in self.genres.items()}
+
+    def genre_columns(self, items: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The ``items``' genre IDs as one column (IDs, flat; the index into ``items`` of each),
+        what :meth:`models.ranking.RankingTrainer.score_columns` takes."""
+        arrays = self._genre_arrays
+        empty = np.empty(0, np.uint64)
+        parts = [arrays.get(i, empty) for i in items]
+        if not parts:
+            return empty, np.empty(0, np.int32)
+        lengths = np.fromiter((len(p) for p in parts), np.int32, len(parts))
+        return np.concatenate(parts), np.repeat(np.arange(len(parts), dtype=np.int32), lengths)
 
     def genre_labels(self, item: int) -> list[str]:
         return [self.genre_names.get(g, str(g - GENRE_BASE)) for g in self.genres.get(item, [])]

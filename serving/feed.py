@@ -69,8 +69,9 @@ class FeedBuilder:
         if len(candidates) < k:  # a short beam (a cold user, few items on its paths): fill up
             seen = set(candidates)
             candidates += [int(i) for i in model.meta["items"] if int(i) not in seen][:k - len(candidates)]
-        own = [{"item": [i], "genre": self.catalogue.genres.get(i, [])} for i in candidates]
-        scores = model.ranker.score_candidates(sparse, own, source=rows)
+        columns = {"item": (np.asarray(candidates, np.uint64), np.arange(len(candidates), dtype=np.int32)),
+                   "genre": self.catalogue.genre_columns(candidates)}
+        scores = model.ranker.score_columns(sparse, len(candidates), columns, source=rows)
         total = sum(w * scores[t] for t, w in self.task_weights.items() if t in scores)
         order = np.argsort(-total, kind="stable")[:k]
         if timings is not None:
@@ -81,7 +82,8 @@ class FeedBuilder:
         for position, n in enumerate(order):
             item = candidates[n]
             features = Features(request_id=request_id, user_id=user, item_id=item, event_time=now,
-                                position=position, model_version=version, sparse={**sparse, **own[n]})
+                                position=position, model_version=version,
+                                sparse={**sparse, "item": [item], "genre": self.catalogue.genres.get(item, [])})
             served.append(Served(item, position, float(total[n]),
                                  {t: float(s[n]) for t, s in scores.items()}, features, path_of.get(item)))
         return request_id, version, served

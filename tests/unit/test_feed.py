@@ -116,3 +116,18 @@ def test_compiled_retrieval_returns_the_eager_beam_items_in_reranker_order(loade
         for item, path in zip(top, paths):  # the path shown for an item holds it, and is on the beam
             assert index[item] in retriever.paths.items_on[path]
             assert path in set(map(tuple, beams[n].tolist()))
+
+
+def test_catalogue_genre_columns_give_each_id_its_candidate_and_unknown_items_none():
+    cat = Catalogue(genres={1: [7, 8], 3: [9]})
+    ids, rows = cat.genre_columns([3, 2, 1])
+    assert ids.tolist() == [9, 7, 8] and rows.tolist() == [0, 2, 2]
+    ids, rows = cat.genre_columns([])
+    assert len(ids) == 0 and len(rows) == 0
+
+
+def test_a_served_items_logged_features_hold_its_own_genres(loader):
+    genres = {int(i): [1_000_000 + int(i) % 5] for i in ITEMS}
+    builder = FeedBuilder(loader, Catalogue(genres=genres), Histories(), candidates=30)
+    _, _, served = builder.build(5, k=10)
+    assert all(s.features.sparse["genre"] == genres[s.item_id] for s in served)

@@ -139,3 +139,16 @@ def test_the_same_model_trains_identically_from_local_tables_and_from_the_ps_cli
         server.shutdown()
     np.testing.assert_allclose(got, want, rtol=1e-5)
     assert got[-1] < got[0]
+
+
+def test_sparse_batch_from_columns_equals_from_examples_and_refuses_ragged_columns():
+    slots = [Slot("history", "item_id"), Slot("item", "item_id")]
+    examples = [{"sparse": {"history": [5, 6], "item": [6]}}, {"sparse": {"item": [9]}}]
+    a = SparseBatch.from_examples(examples, slots)
+    b = SparseBatch.from_columns(2, slots, {"history": (np.array([5, 6]), np.array([0, 0])),
+                                            "item": (np.array([6, 9]), np.array([0, 1]))})
+    assert a.unique["item_id"].tolist() == b.unique["item_id"].tolist() == [5, 6, 9]
+    for slot in ("history", "item"):
+        assert [x.tolist() for x in a.index[slot]] == [x.tolist() for x in b.index[slot]]
+    with pytest.raises(ValueError, match="2 IDs but 1 example"):
+        SparseBatch.from_columns(2, slots, {"item": (np.array([6, 9]), np.array([0]))})
