@@ -6,7 +6,7 @@ FLYWHEEL := .venv/ml/bin/flywheel
 PYTEST := .venv/ml/bin/python -m pytest
 UV := .venv/bootstrap/bin/uv
 
-.PHONY: help setup lock up down status logs demo smoke test test-unit test-integration clean bench \
+.PHONY: help setup lock up down status logs demo smoke test test-unit test-integration fuzz clean bench \
 	joiner-start joiner-stop joiner-resume joiner-status backfill retrain
 
 DATA ?= ../shared/datasets/ml-100k
@@ -68,6 +68,9 @@ test-unit: setup ## Unit tests only (no services)
 
 test-integration: setup ## Integration tests only (starts and stops a stack on the test ports)
 	@$(PYTEST) tests -m integration
+
+fuzz: setup ## The fuzz tests with many more examples (FUZZ=n per boundary, default 500): the model server's API from its OpenAPI spec
+	@FLYWHEEL_FUZZ_EXAMPLES=$(or $(FUZZ),500) $(PYTEST) tests -m fuzz
 
 clean: down ## Stop the stack and delete its data and logs (.flywheel/, .flywheel-test/, .flywheel-bench/)
 	rm -rf .flywheel .flywheel-test .flywheel-bench

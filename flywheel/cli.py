@@ -62,6 +62,7 @@ def status():
 
 
 def _print_status(cfg) -> bool:
+    from flywheel import secrets
     from flywheel.stack import airflow, control
 
     rows = control.status(cfg)
@@ -75,6 +76,13 @@ def _print_status(cfg) -> bool:
     if (airflow.home(cfg) / "passwords.json").exists():
         user, password = airflow.admin_credentials(cfg)
         typer.echo(f"Airflow login: {user} / {password}   (state: {cfg.stack.root})")
+    if (secrets.folder(cfg) / secrets.MLFLOW_PASSWORD.name).exists() or os.environ.get(secrets.MLFLOW_PASSWORD.env):
+        user, password = secrets.mlflow_login(cfg)
+        typer.echo(f"MLflow login: {user} / {password}")
+    typer.echo("where each secret comes from:")
+    for secret in secrets.ALL:
+        typer.echo(f"  {secret.name:<26}{secrets.where(cfg, secret)}  ({secret.protects})")
+    typer.echo(f"  {'airflow':<26}files in {airflow.home(cfg)} (passwords.json, secrets/)")
     return all(r.healthy or r.off for r in rows)
 
 
@@ -315,7 +323,7 @@ def online_train():
 @app.command()
 @friendly
 def serve():
-    """Run the model server (feed API, event collector; docs at /docs) on stack.host:serving.port."""
+    """Run the model server (feed API, event collector; docs at /docs) on stack.bind:serving.port."""
     import logging
 
     import uvicorn
@@ -330,7 +338,7 @@ def serve():
 
     tf.config.threading.set_intra_op_parallelism_threads(cfg.serving.tf_threads)
     tf.config.threading.set_inter_op_parallelism_threads(cfg.serving.tf_threads)
-    uvicorn.run(create_app(cfg), host=cfg.stack.host, port=cfg.serving.port, log_level="info")
+    uvicorn.run(create_app(cfg), host=cfg.stack.bind, port=cfg.serving.port, log_level="info")
 
 
 @app.command()

@@ -166,6 +166,8 @@ class MlflowConfig(_Section):
     backend_store_uri: str | None = None
     artifacts_dir: Path | None = None
     workers: int = Field(1, ge=1)
+    admin_user: str = "admin"  # basic auth is always on; password: flywheel/secrets.py
+    default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] = "READ"  # of other users on a resource
 
     _ports = field_validator("port")(_check_port)
 
@@ -175,6 +177,7 @@ class AirflowConfig(_Section):
     parallelism: int = Field(4, ge=1)
     max_active_tasks_per_dag: int = Field(2, ge=1)
     admin_user: str = "admin"
+    users: dict[str, Literal["viewer", "user", "op", "admin"]] = {}  # more logins: name -> role; passwords generated
     dags_dir: Path = Path("dags")
 
     _ports = field_validator("port")(_check_port)
@@ -257,6 +260,7 @@ class ServingConfig(_Section):
     catalogue: str | None = None  # a MovieLens folder: titles, genres, user attributes (None: IDs only)
     candidates: int = Field(200, ge=1, le=5000)  # retrieved per request, then ranked
     max_k: int = Field(100, ge=1, le=1000)  # largest feed a request may ask for
+    require_api_key: bool = False  # /feed, /events, /demo/api need X-API-Key (flywheel/secrets.py); on off loopback
     feed_workers: int = Field(2, ge=1)  # threads computing feeds, in arrival order (the GIL: few is faster)
     max_inflight_feeds: int = Field(16, ge=1)  # feeds computing or waiting for a worker; more are shed (503)
     tf_threads: int = Field(1, ge=1)  # TensorFlow intra- and inter-op threads of the model server
@@ -487,7 +491,16 @@ def load_config(
             + ", ".join(str(p) for p in sources) + "):\n" + "\n".join(problems)
         ) from None
     _check_unique_ports(cfg)
+    _check_doors(cfg)
     return cfg
+
+
+def _check_doors(cfg: FlywheelConfig) -> None:
+    """The model server takes anyone's feeds and events only on a loopback address."""
+    if not ipaddress.ip_address(cfg.stack.bind).is_loopback and not cfg.serving.require_api_key:
+        raise ConfigError(f"stack.bind is {cfg.stack.bind}, so the model server's /feed and /events would take "
+                          "requests from anyone who can reach it: set serving.require_api_key: true "
+                          "(the key: FLYWHEEL_API_KEY, or the state dir's secrets file) or bind a loopback address")
 
 
 def _check_unique_ports(cfg: FlywheelConfig) -> None:

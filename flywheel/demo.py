@@ -60,11 +60,12 @@ def start_joiner(cfg: FlywheelConfig, echo: Callable[[str], None]) -> None:
 
 
 def where_to_look(cfg: FlywheelConfig) -> str:
+    from flywheel import secrets
     from flywheel.stack import airflow
 
-    h = cfg.stack.host
+    h, key = cfg.stack.host, secrets.api_key(cfg)
     lines = [
-        f"  demo page (live loop)    http://{h}:{cfg.serving.port}/demo",
+        f"  demo page (live loop)    http://{h}:{cfg.serving.port}/demo" + (f"#key={key}" if key else ""),
         f"  feed API (OpenAPI docs)  http://{h}:{cfg.serving.port}/docs",
         f"  Flink UI (the joiner)    {cfg.flink_url}",
         f"  MLflow UI (runs, models) {cfg.mlflow_url}   experiments: {cfg.batch.experiment}, {cfg.online.experiment}",
@@ -76,6 +77,8 @@ def where_to_look(cfg: FlywheelConfig) -> str:
     if (airflow.home(cfg) / "passwords.json").exists():
         user, password = airflow.admin_credentials(cfg)
         lines.append(f"  Airflow login            {user} / {password}")
+    user, password = secrets.mlflow_login(cfg)
+    lines.append(f"  MLflow login             {user} / {password}")
     return "\n".join(lines)
 
 

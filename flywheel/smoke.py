@@ -22,6 +22,7 @@ from flywheel import flinkjobs
 from flywheel.config import REPO_ROOT, FlywheelConfig
 from flywheel.hdfs import webhdfs
 from flywheel.stack.base import StackError
+from flywheel.secrets import tracking_uri
 
 SOURCE, SINK = "smoke-in", "smoke-out"
 
@@ -140,7 +141,7 @@ def run_smoke(cfg: FlywheelConfig, rows: int = 500, with_airflow: bool = True, e
     with step("mlflow log"):
         import mlflow
 
-        mlflow.set_tracking_uri(cfg.mlflow_url)
+        mlflow.set_tracking_uri(tracking_uri(cfg))
         mlflow.set_experiment("smoke")
         with mlflow.start_run(run_name=f"smoke-{run_id}"):
             mlflow.log_params({"rows": rows, "run_id": run_id, "hdfs_path": path})

@@ -25,6 +25,7 @@ from flywheel.config import FlywheelConfig
 from flywheel.hdfs import webhdfs
 from paramserver.snapshot import SnapshotError
 from paramserver.table import EmbeddingTable
+from flywheel.secrets import tracking_uri
 
 COMPLETE = "_MANIFEST.json"
 PUBLISHED = "_PUBLISHED.json"  # a batch model's snapshot handed to the training PS (see mark_published)
@@ -187,7 +188,7 @@ def _log_run(cfg: FlywheelConfig, manifest: dict) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
-    client = MlflowClient(cfg.mlflow_url)
+    client = MlflowClient(tracking_uri(cfg))
     experiment = client.get_experiment_by_name("paramserver-snapshots")
     experiment_id = experiment.experiment_id if experiment else client.create_experiment("paramserver-snapshots")
     run = client.create_run(experiment_id, run_name=manifest["snapshot_id"])
@@ -242,7 +243,7 @@ def lineage_snapshots(cfg: FlywheelConfig) -> set[str]:
     """
     from mlflow import MlflowClient
 
-    client, ids, token = MlflowClient(cfg.mlflow_url), set(), None
+    client, ids, token = MlflowClient(tracking_uri(cfg)), set(), None
     try:
         while True:
             page = client.search_registered_models(page_token=token)

@@ -10,6 +10,11 @@
 - ``GET /health``: the loaded model version and when it was loaded.
 - ``GET /metrics``: Prometheus metrics (serving/metrics.py lists them).
 
+The server binds ``stack.bind`` (loopback by default). With ``serving.require_api_key`` the feed,
+the event collector and the demo page's API answer 401 unless the request's ``X-API-Key``
+header holds the key (``FLYWHEEL_API_KEY``, else the state dir's secrets file: flywheel/secrets.py);
+a non-loopback bind without it is refused by the config check.
+
 Feeds are computed by ``feed_workers`` threads in arrival order (the event loop hands them
 over). Limits (``serving`` config): ``k <= max_k``; ``max_events`` per request; bodies over
 ``max_body_bytes`` get 413; beyond ``max_inflight_feeds`` feeds in progress or waiting a feed
@@ -17,12 +22,13 @@ request is shed at once (503 with ``Retry-After``) rather than queued behind wor
 slow down.
 Errors say what, where and what to do.
 
-Run: ``flywheel serve`` (binds ``stack.host``, port ``serving.port``).
+Run: ``flywheel serve`` (binds ``stack.bind``, port ``serving.port``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import threading
@@ -30,22 +36,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import make_asgi_app
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
 from flywheel.config import FlywheelConfig
-from flywheel import joiner_job
+from flywheel import joiner_job, secrets
 from serving import demo
 from serving.catalogue import Catalogue
 from serving.feed import FeedBuilder, NoModel, log_features
 from serving.history import Histories
 from serving.metrics import ServingMetrics
 from serving.panels import Panels
-from streaming.schemas import INT63_MAX, TASK_OF_ACTION, SchemaError, encode, key_of, parse_action
+from streaming.schemas import INT63_MAX, TASK_OF_ACTION, Action, SchemaError, encode, key_of, parse_action, wire_schema
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,55 @@ class FeedResponse(BaseModel):
 
 class EventsAccepted(BaseModel):
     accepted: int
+
+
+class Problem(BaseModel):
+    """Every error the server answers: what went wrong, where, and what to do."""
+
+    error: str
+    invalid: list[dict] | None = None  # POST /events 422: per event, its index, reason, field and message
+
+
+def documented(*statuses: int) -> dict:
+    """The OpenAPI ``responses`` of an operation's error statuses (all carry a :class:`Problem`)."""
+    what = {400: "bad request", 401: "missing or wrong X-API-Key", 413: "too large", 422: "invalid input",
+            503: "not now: no champion yet, shed, or Kafka down; retry"}
+    return {code: {"model": Problem, "description": what[code]} for code in statuses}
+
+
+def events_body(max_events: int) -> dict:
+    """The OpenAPI request body of POST /events (the handler reads the raw body itself, to give
+    per-event reasons): one action, a list, or ``{"events": [...]}``."""
+    action = wire_schema(Action)
+    many = {"type": "array", "items": action, "minItems": 1, "maxItems": max_events}
+    return {"requestBody": {"required": True, "description": "integers are written without a fraction (1, not 1.0)",
+                            "content": {"application/json": {"schema": {"anyOf": [
+        action, many, {"type": "object", "properties": {"events": many}, "required": ["events"],
+                       "additionalProperties": False}]}}}}}
+
+
+class Unauthorized(Exception):
+    """A request without the model server's API key (``serving.require_api_key``)."""
+
+
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="the model server's key when serving.require_api_key is on")
+
+
+def api_key_guard(cfg: FlywheelConfig, metrics: ServingMetrics) -> list:
+    """The dependencies of a guarded route: one that lets a request through only with the
+    right ``X-API-Key``, or none when ``serving.require_api_key`` is off (then the OpenAPI spec
+    declares no security either)."""
+    if not cfg.serving.require_api_key:
+        return []
+    expected = secrets.value(cfg, secrets.API_KEY).encode()
+
+    async def authorized(key: str | None = Security(API_KEY_HEADER)) -> None:
+        if not key or not hmac.compare_digest(key.encode(), expected):
+            metrics.unauthorized.inc()
+            raise Unauthorized("missing" if not key else "wrong")
+
+    return [Depends(authorized)]
 
 
 def problem(status: int, message: str, headers: dict[str, str] | None = None, **details) -> JSONResponse:
@@ -140,7 +196,14 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
     app.state.metrics = metrics
     admission = threading.BoundedSemaphore(s.max_inflight_feeds)
     app.mount("/metrics", make_asgi_app(metrics.registry))
-    demo.mount(app, state)
+    guard = api_key_guard(cfg, metrics)
+    demo.mount(app, state, guard)
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(request: Request, exc: Unauthorized):
+        return problem(401, f"{exc} X-API-Key header: {request.url.path} needs the model server's key "
+                            f"({secrets.API_KEY.env}; `flywheel status` says where it is kept)",
+                       headers={"WWW-Authenticate": "ApiKey"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
@@ -148,7 +211,7 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
             metrics.feed_requests.labels("422").inc()
         return await request_validation_exception_handler(request, exc)
 
-    @app.get("/feed", response_model=FeedResponse)
+    @app.get("/feed", response_model=FeedResponse, dependencies=guard, responses=documented(401, 422, 503))
     async def feed(user_id: int = Query(..., ge=0, le=INT63_MAX, description="the user, 0..2^63-1"),
                    k: int = Query(10, ge=1, le=s.max_k, description=f"items to return, 1..{s.max_k}")):
         started = time.perf_counter()
@@ -188,7 +251,8 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
                      title=cat.title(x.item_id), genres=cat.genre_labels(x.item_id),
                      path=list(x.path) if x.path is not None else None) for x in served])
 
-    @app.post("/events", response_model=EventsAccepted, status_code=202)
+    @app.post("/events", response_model=EventsAccepted, status_code=202, dependencies=guard,
+              responses=documented(400, 401, 413, 422, 503), openapi_extra=events_body(s.max_events))
     async def events(request: Request):
         declared = int(request.headers.get("content-length") or 0)
         if declared > s.max_body_bytes:

@@ -58,9 +58,10 @@ def user_table(model) -> str:
     return next(s.table for s in model.ranker.slots if s.name == "user")
 
 
-def router(state: dict) -> APIRouter:
+def router(state: dict, guard: list | None = None) -> APIRouter:
     """Over the app's ``state`` (filled at startup): ``loader`` (the champion; its model's
-    source is the serving PS), ``feed`` (its catalogue) and ``panels``."""
+    source is the serving PS), ``feed`` (its catalogue) and ``panels``. ``guard``: the
+    dependencies of every ``/demo/api`` route (the API key); the page itself is public."""
     api = APIRouter(prefix="/demo", tags=["demo page"])
     watch = EmbeddingWatch()
     rng = random.Random()
@@ -69,12 +70,12 @@ def router(state: dict) -> APIRouter:
     def page():
         return FileResponse(STATIC / "demo.html", media_type="text/html")
 
-    @api.get("/api/users")
+    @api.get("/api/users", dependencies=guard)
     def users(n: int = 30):
         known = sorted(state["feed"].catalogue.users)[: max(0, min(n, 500))]
         return {"known": known, "new_user": rng.randrange(*NEW_USERS)}
 
-    @api.get("/api/users/{user_id}/embedding")
+    @api.get("/api/users/{user_id}/embedding", dependencies=guard)
     def embedding(user_id: int = PathParam(..., ge=0, le=INT63_MAX)):
         model = state["loader"].current
         if model is None:
@@ -85,13 +86,13 @@ def router(state: dict) -> APIRouter:
             raise HTTPException(503, f"the serving PS did not answer ({type(exc).__name__}: {exc}); retry") from exc
         return watch.observe(user_id, row, time.time())
 
-    @api.get("/api/panels")
+    @api.get("/api/panels", dependencies=guard)
     def read_panels():
         return state["panels"].read()
 
     return api
 
 
-def mount(app, state: dict) -> None:
-    app.include_router(router(state))
+def mount(app, state: dict, guard: list | None = None) -> None:
+    app.include_router(router(state, guard))
     app.mount("/demo/static", StaticFiles(directory=STATIC), name="demo-static")

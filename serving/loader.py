@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from flywheel.config import FlywheelConfig
+from flywheel.secrets import tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,11 @@ class ChampionLoader:
         from pipelines.batch.publish import champion
 
         version = champion(self.cfg) if self.alias == "champion" else \
-            MlflowClient(self.cfg.mlflow_url).get_model_version_by_alias(self.cfg.batch.model_name, self.alias)
+            MlflowClient(tracking_uri(self.cfg)).get_model_version_by_alias(self.cfg.batch.model_name, self.alias)
         if version is None or (self.current and self.current.version == str(version.version)):
             return False
         with tempfile.TemporaryDirectory() as tmp:
-            folder = MlflowClient(self.cfg.mlflow_url).download_artifacts(version.run_id, "bundle", tmp)
+            folder = MlflowClient(tracking_uri(self.cfg)).download_artifacts(version.run_id, "bundle", tmp)
             ranker, retriever, meta = load_bundle(folder, self.source)
         registered = getattr(version, "creation_timestamp", None)
         self.current = Loaded(str(version.version), ranker, retriever, meta, time.time(),

@@ -9,6 +9,7 @@
 | ``flywheel_serving_feed_items_total`` | counter | items served (and logged to Kafka ``features``) |
 | ``flywheel_serving_events_total{result}`` | counter | actions posted: ``accepted``, ``invalid``, ``refused`` (size limits), ``unavailable`` (Kafka down) |
 | ``flywheel_serving_invalid_events_total{reason}`` | counter | invalid actions by schema reason |
+| ``flywheel_serving_unauthorized_total`` | counter | requests refused for a missing or wrong ``X-API-Key`` (``serving.require_api_key``) |
 | ``flywheel_serving_model_info{version}`` | gauge | 1 for the model version being served |
 | ``flywheel_serving_model_loaded_timestamp_seconds`` | gauge | when that version was loaded (unix s) |
 """
@@ -34,6 +35,8 @@ class ServingMetrics:
         self.feed_items = Counter("flywheel_serving_feed_items", "items served and logged", registry=r)
         self.events = Counter("flywheel_serving_events", "actions posted, by result", ["result"], registry=r)
         self.invalid = Counter("flywheel_serving_invalid_events", "invalid actions by reason", ["reason"], registry=r)
+        self.unauthorized = Counter("flywheel_serving_unauthorized", "requests without the right X-API-Key",
+                                    registry=r)
         self.model_info = Gauge("flywheel_serving_model_info", "the model version served", ["version"], registry=r)
         self.model_loaded = Gauge("flywheel_serving_model_loaded_timestamp_seconds", "when it was loaded (unix s)",
                                   registry=r)

@@ -64,11 +64,12 @@ class ModelServerClient:
       min_backoff_s, max_backoff_s: the first and the longest wait between retries, seconds.
       max_events: actions per ``POST /events`` (``serving.max_events``); more are split.
       should_stop: polled after each failed attempt; True ends the retries with :class:`GaveUp`.
+      api_key: sent as ``X-API-Key`` (the server's ``serving.require_api_key``); None: no header.
     """
 
     def __init__(self, base_url: str, metrics: SimulatorMetrics, *, timeout_s: float = 5.0,
                  min_backoff_s: float = 0.5, max_backoff_s: float = 30.0, max_events: int = 500,
-                 should_stop: Callable[[], bool] = lambda: False):
+                 should_stop: Callable[[], bool] = lambda: False, api_key: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.metrics = metrics
         self.timeout_s = timeout_s
@@ -76,6 +77,8 @@ class ModelServerClient:
         self.max_events = max_events
         self.should_stop = should_stop
         self.http = requests.Session()
+        if api_key:
+            self.http.headers["X-API-Key"] = api_key
 
     def close(self) -> None:
         self.http.close()

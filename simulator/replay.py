@@ -33,6 +33,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from flywheel import secrets
 from flywheel.config import ConfigError, FlywheelConfig
 from simulator.client import GaveUp, ModelServerClient
 from simulator.late import LateActions, split_late
@@ -115,7 +116,7 @@ class Simulator:
                    speedup=s.speedup if speedup is None else speedup, rate=s.rate if rate is None else rate,
                    late_share=s.late_share, late_delay_s=s.late_delay_s, drift_after_s=s.drift_after_s,
                    seed=s.seed, metrics=metrics, timeout_s=s.timeout_s, max_backoff_s=s.max_backoff_s,
-                   max_events=cfg.serving.max_events)
+                   max_events=cfg.serving.max_events, api_key=secrets.api_key(cfg))
 
     # -- the run -----------------------------------------------------------------------------
     def run(self, once: bool = False, duration_s: float | None = None, users: int | None = None) -> int:

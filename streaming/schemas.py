@@ -251,6 +251,15 @@ def parse_example(raw: bytes | str) -> Example:
     return parse(Example, raw)
 
 
+def wire_schema(schema: type[_Event]) -> dict:
+    """``schema``'s JSON schema as on the wire, where ``schema_version`` is required (what
+    :func:`parse` checks), for specs that publish it (the model server's OpenAPI)."""
+    out = schema.model_json_schema()
+    out["properties"]["schema_version"].pop("default", None)
+    out["required"] = ["schema_version", *out.get("required", [])]
+    return out
+
+
 def parse(schema: type[E], raw: bytes | str) -> E:
     """Validate one Kafka value (bytes, or str) against ``schema``; size is checked first.
 

@@ -27,14 +27,27 @@ def _secret(cfg: FlywheelConfig, name: str) -> str:
     return path.read_text().strip()
 
 
-def admin_credentials(cfg: FlywheelConfig) -> tuple[str, str]:
-    """(user, password) of the Airflow admin; the password is generated on first use."""
-    user = cfg.airflow.admin_user
+def users(cfg: FlywheelConfig) -> dict[str, str]:
+    """Every Airflow login and its role: ``airflow.admin_user`` (admin) and ``airflow.users``.
+    Nobody else gets in; there is no default password."""
+    return {**cfg.airflow.users, cfg.airflow.admin_user: "admin"}
+
+
+def passwords(cfg: FlywheelConfig) -> dict[str, str]:
+    """user -> password of every login in :func:`users`, from the state dir's passwords.json
+    (mode 0600); a user without one gets a generated password."""
     path = home(cfg) / "passwords.json"
-    if not path.exists():
-        write(path, json.dumps({user: secrets.token_urlsafe(12)}))
+    known = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {u: known.get(u) or secrets.token_urlsafe(12) for u in users(cfg)}
+    if wanted != known:
+        write(path, json.dumps(wanted))
         path.chmod(0o600)
-    return user, json.loads(path.read_text())[user]
+    return wanted
+
+
+def admin_credentials(cfg: FlywheelConfig) -> tuple[str, str]:
+    """(user, password) of the Airflow admin."""
+    return cfg.airflow.admin_user, passwords(cfg)[cfg.airflow.admin_user]
 
 
 def airflow_cfg(cfg: FlywheelConfig) -> str:
@@ -50,7 +63,7 @@ parallelism = {a.parallelism}
 max_active_tasks_per_dag = {a.max_active_tasks_per_dag}
 load_examples = False
 dags_are_paused_at_creation = True
-simple_auth_manager_users = {a.admin_user}:admin
+simple_auth_manager_users = {','.join(f'{u}:{role}' for u, role in users(cfg).items())}
 simple_auth_manager_passwords_file = {home(cfg) / 'passwords.json'}
 execution_api_server_url = {base_url}/execution/
 
@@ -98,7 +111,7 @@ def service(cfg: FlywheelConfig) -> Service:
 
     def prepare() -> None:
         require(AIRFLOW_BIN, "airflow (the .venv/airflow environment)")
-        admin_credentials(cfg)
+        passwords(cfg)
         write(home(cfg) / "airflow.cfg", airflow_cfg(cfg))
         run_once([airflow, "db", "migrate"], "airflow db migrate", env={**os.environ, **env}, timeout=600)
 

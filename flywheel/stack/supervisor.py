@@ -92,7 +92,9 @@ serverurl=unix://{p['sock']}
 
 """
     body = "\n".join(_program_section(cfg, prog) for svc in services for prog in svc.programs)
-    return write(p["conf"], head + body)
+    conf = write(p["conf"], head + body)
+    conf.chmod(0o600)  # programs' environment= lines carry secrets (the MLflow server's)
+    return conf
 
 
 class Supervisor:

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from flywheel.config import FlywheelConfig
+from flywheel.secrets import tracking_uri
 
 log = logging.getLogger(__name__)
 ALIAS = "champion"
@@ -38,7 +39,7 @@ def champion(cfg: FlywheelConfig):
     from mlflow.exceptions import MlflowException
 
     try:
-        return MlflowClient(cfg.mlflow_url).get_model_version_by_alias(cfg.batch.model_name, ALIAS)
+        return MlflowClient(tracking_uri(cfg)).get_model_version_by_alias(cfg.batch.model_name, ALIAS)
     except MlflowException as exc:
         if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
             return None
@@ -57,7 +58,7 @@ def evaluate_version(cfg: FlywheelConfig, version, rows: list[dict]) -> dict[str
 
     tables = tables_for(cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = MlflowClient(cfg.mlflow_url).download_artifacts(version.run_id, "bundle", tmp)
+        folder = MlflowClient(tracking_uri(cfg)).download_artifacts(version.run_id, "bundle", tmp)
         meta = json.loads(open(f"{folder}/meta.json").read())
         load_snapshot(webhdfs(cfg), cfg.paramserver.snapshot_dir, meta["snapshot"]["id"], tables,
                       cfg.paramserver.shards)
@@ -115,8 +116,8 @@ def publish(cfg: FlywheelConfig, candidate: dict, force: bool = False) -> dict:
     from mlflow import MlflowClient
 
     ok, why, figures = gate(cfg, candidate, force)
-    client = MlflowClient(cfg.mlflow_url)
-    mlflow.set_tracking_uri(cfg.mlflow_url)
+    client = MlflowClient(tracking_uri(cfg))
+    mlflow.set_tracking_uri(tracking_uri(cfg))
     with mlflow.start_run(run_id=candidate["run_id"]):
         if figures:
             mlflow.log_metrics({k: v for k, v in figures.items() if np.isfinite(v)})

@@ -33,6 +33,7 @@ import numpy as np
 
 from flywheel.config import FlywheelConfig
 from pipelines.batch.datasets import NoData, day_range, landed_days, read_days
+from flywheel.secrets import tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +158,9 @@ def train(cfg: FlywheelConfig, params: RetrainParams, tags: dict | None = None) 
                      f"{cfg.hdfs_uri}{cfg.batch.training_dir}/dt={params.date}: run the negative_sampling task first")
     key = hashlib.sha256(json.dumps([asdict(params), fingerprint(days), cfg.batch.model_dump()],
                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
-    mlflow.set_tracking_uri(cfg.mlflow_url)
+    mlflow.set_tracking_uri(tracking_uri(cfg))
     experiment = mlflow.set_experiment(cfg.batch.experiment)
-    client = MlflowClient(cfg.mlflow_url)
+    client = MlflowClient(tracking_uri(cfg))
     if earlier := _earlier_run(client, experiment.experiment_id, params.date, key):
         log.info("retrain of %s with these params and data already ran: run %s, version %s",
                  params.date, earlier.info.run_id, earlier.data.tags["model_version"])
@@ -246,7 +247,7 @@ def _log_model(cfg, run_id, ranker, retriever, tables, manifest, params, metrics
     info = mlflow.tensorflow.log_model(serving, name="ranker", registered_model_name=cfg.batch.model_name,
                                        pip_requirements=[f"tensorflow=={tf.__version__}"])
     version = str(info.registered_model_version)
-    client = MlflowClient(cfg.mlflow_url)
+    client = MlflowClient(tracking_uri(cfg))
     for k, v in {"date": params.date, "snapshot_id": manifest["snapshot_id"], "snapshot_uri": manifest["uri"],
                  cfg.batch.gate_metric: metrics.get(cfg.batch.gate_metric)}.items():
         client.set_model_version_tag(cfg.batch.model_name, version, k, str(v))

@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from typing import TYPE_CHECKING
+from flywheel.secrets import tracking_uri
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -71,7 +72,7 @@ def log_run(cfg: FlywheelConfig, run_id: str, rows: int, uri: str) -> str:
     """
     import mlflow
 
-    mlflow.set_tracking_uri(cfg.mlflow_url)
+    mlflow.set_tracking_uri(tracking_uri(cfg))
     experiment = mlflow.set_experiment(EXPERIMENT)
     earlier = mlflow.search_runs(
         experiment_ids=[experiment.experiment_id],

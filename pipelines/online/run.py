@@ -10,6 +10,7 @@ import logging
 import time
 
 from flywheel.config import FlywheelConfig
+from flywheel.secrets import tracking_uri
 
 log = logging.getLogger(__name__)
 METRICS_TICK_S = 1.0  # Prometheus figures are refreshed this often (MLflow: online.log_every_s)
@@ -54,7 +55,7 @@ def run_online(cfg: FlywheelConfig, stop=lambda: False, idle_exit_s: float | Non
                             personal_tables=tuple(o.personal_tables))
     trainer = OnlineTrainer(cfg, learner.step, topic=cfg.joiner.examples_topic, batch_size=o.batch_size,
                             snapshot_every=o.snapshot_every, on_rollback=learner.forget)
-    mlflow.set_tracking_uri(cfg.mlflow_url)
+    mlflow.set_tracking_uri(tracking_uri(cfg))
     mlflow.set_experiment(o.experiment)
     last_log = [time.monotonic()]
 

@@ -24,11 +24,17 @@ function clock(unixSeconds) {
   return unixSeconds ? new Date(unixSeconds * 1000).toLocaleTimeString() : "–";
 }
 
+// serving.require_api_key: the key comes in the page's fragment (/demo#key=...), which the
+// browser never sends to a server, and goes out as the X-API-Key header of every API call.
+const API_KEY = new URLSearchParams(location.hash.slice(1)).get("key");
+
 async function getJSON(url, options) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), 8000); // the page never hangs on a request
   try {
-    const resp = await fetch(url, { ...options, signal: controller.signal });
+    const headers = { ...(options && options.headers) };
+    if (API_KEY) headers["X-API-Key"] = API_KEY;
+    const resp = await fetch(url, { ...options, headers, signal: controller.signal });
     const body = await resp.json().catch(() => ({}));
     if (!resp.ok) throw new Error(body.error || body.detail || `HTTP ${resp.status}`);
     return body;

@@ -13,6 +13,7 @@ from flywheel.hdfs import webhdfs
 from flywheel.paths import ML_PYTHON, REPO_ROOT, VENV
 from flywheel.spark import spark_env
 from pipelines.batch.smoke_count import EXPERIMENT, RUN_TAG, log_run, partition_dir, write_rows
+from flywheel.secrets import tracking_uri
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,7 @@ def test_stack_smoke_writes_hdfs_counts_with_spark_and_logs_mlflow(stack, airflo
     assert sorted(r["i"] for r in records) == list(range(37))
     assert {r["run_id"] for r in records} == {run_id}
 
-    mlflow = MlflowClient(stack.mlflow_url)
+    mlflow = MlflowClient(tracking_uri(stack))
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
     assert experiment is not None, f"no MLflow experiment {EXPERIMENT!r} at {stack.mlflow_url}"
     runs = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.{RUN_TAG} = '{run_id}'")
@@ -82,7 +83,24 @@ def test_write_partition_and_mlflow_run_are_idempotent_per_dag_run(stack):
     fs = webhdfs(stack)
     lines = [line for p in fs.ls(partition_dir(stack, run_id), detail=False) for line in fs.cat_file(p).splitlines()]
     assert len(lines) == 7
-    mlflow = MlflowClient(stack.mlflow_url)
+    mlflow = MlflowClient(tracking_uri(stack))
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
     runs = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.{RUN_TAG} = '{run_id}'")
     assert [r.info.run_id for r in runs] == [mlflow_run]
+
+
+def test_airflow_refuses_requests_without_the_login(stack, airflow):
+    """Only the configured users get in: no token, a forged token or a wrong password gets 401."""
+    import requests
+
+    from flywheel.stack.airflow import admin_credentials
+
+    url = f"{stack.airflow_url}/api/v2/dags"
+    assert requests.get(url, timeout=30).status_code == 401
+    assert requests.get(url, headers={"Authorization": "Bearer forged"}, timeout=30).status_code in (401, 403)
+    user, password = admin_credentials(stack)
+    assert requests.post(f"{stack.airflow_url}/auth/token", json={"username": user, "password": password + "x"},
+                         timeout=30).status_code == 401
+    assert requests.post(f"{stack.airflow_url}/auth/token", json={"username": "admin2", "password": password},
+                         timeout=30).status_code == 401
+    assert airflow.request("GET", "/api/v2/dags", params={"limit": 1}).status_code == 200

@@ -21,6 +21,7 @@ from pipelines.batch.publish import champion
 from pipelines.batch.retrain import tables_for
 from paramserver.snapshots import COMPLETE
 from serving.loader import ChampionLoader
+from flywheel.secrets import tracking_uri
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,7 @@ def landed(stack, tmp_path_factory):
 
 
 def runs_of(stack, day: str):
-    client = MlflowClient(stack.mlflow_url)
+    client = MlflowClient(tracking_uri(stack))
     experiment = client.get_experiment_by_name(stack.batch.experiment)
     return client.search_runs([experiment.experiment_id], f"tags.date = '{day}'",
                               order_by=["attributes.start_time DESC"]) if experiment else []
@@ -64,7 +65,7 @@ def test_daily_retrain_trains_logs_publishes_and_serving_follows(stack, airflow,
     # MLflow: the run with params, metric curves, evaluation, plot, bundle, lineage
     # the newest run of the date (on a reused test stack, an identical earlier run is reused)
     mlrun = runs_of(stack, EVAL_DAY)[0]
-    client = MlflowClient(stack.mlflow_url)
+    client = MlflowClient(tracking_uri(stack))
     m = mlrun.data.metrics
     # plumbing, not model quality (tests/unit and the ml-100k figures cover learning)
     assert 0 <= m["auc_click"] <= 1 and 0 <= m["recall_at_50"] <= 1 and m["eval_examples"] > 0

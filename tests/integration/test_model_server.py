@@ -4,6 +4,7 @@ their features logged under the request id, actions collected, and bad requests 
 test_daily_retrain)."""
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -11,7 +12,10 @@ import uuid
 import numpy as np
 import pytest
 import requests
+import schemathesis
 import uvicorn
+from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 
@@ -211,3 +215,67 @@ def test_feeds_beyond_the_in_flight_limit_are_shed_with_retry_after(stack, tmp_p
     finally:
         release.set()
         s.stop()
+
+
+def test_with_an_api_key_required_the_feed_events_and_demo_api_refuse_requests_without_it(
+        stack, tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_API_KEY", "k-" + uuid.uuid4().hex)
+    source = tables()
+    cfg = stack.model_copy(update={"serving": stack.serving.model_copy(update={"require_api_key": True})})
+    s = Server(create_app(cfg, source=source, loader=trained_loader(tmp_path_factory.mktemp("bundle"), source),
+                          catalogue=Catalogue()), stack.serving.port + 3)
+    key = {"X-API-Key": os.environ["FLYWHEEL_API_KEY"]}
+    try:
+        doors = [("GET", "/feed", {"params": {"user_id": 1}}), ("POST", "/events", {"json": action()}),
+                 ("GET", "/demo/api/panels", {}), ("GET", "/demo/api/users", {})]
+        for method, path, kwargs in doors:
+            for headers in ({}, {"X-API-Key": "wrong"}):
+                got = requests.request(method, s.url + path, headers=headers, timeout=30, **kwargs)
+                assert got.status_code == 401, (path, headers, got.text)
+                assert "X-API-Key" in got.json()["error"] and got.headers["WWW-Authenticate"] == "ApiKey"
+        assert requests.get(f"{s.url}/feed", params={"user_id": 1}, headers=key, timeout=30).status_code == 200
+        assert requests.get(f"{s.url}/demo/api/users", headers=key, timeout=30).status_code == 200
+        for open_path in ("/health", "/demo", "/docs", "/openapi.json"):  # no data behind these
+            assert requests.get(s.url + open_path, timeout=30).status_code == 200, open_path
+        text = requests.get(f"{s.url}/metrics/", timeout=30).text
+        assert "flywheel_serving_unauthorized_total 8.0" in text
+    finally:
+        s.stop()
+
+
+# -- fuzzing from the OpenAPI spec (schemathesis): every operation, FLYWHEEL_FUZZ_EXAMPLES each --
+FUZZ_EXAMPLES = int(os.environ.get("FLYWHEEL_FUZZ_EXAMPLES", "25"))
+
+
+OPERATIONS = [("GET", "/feed"), ("POST", "/events"), ("GET", "/demo/api/users"),
+              ("GET", "/demo/api/users/{user_id}/embedding"), ("GET", "/demo/api/panels"), ("GET", "/health")]
+
+
+@pytest.fixture(scope="module")
+def api_schema(server):
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    listed = {(op.ok().method.upper(), op.ok().path) for op in schema.get_all_operations()}
+    assert listed == set(OPERATIONS), f"the spec's operations changed: {sorted(listed)}; fuzz the new ones too"
+    return schema
+
+
+@pytest.mark.fuzz
+@pytest.mark.parametrize("method, path", OPERATIONS)
+def test_every_operation_answers_generated_and_mutated_input_as_its_spec_says(api_schema, server, method, path):
+    """Valid and invalid input alike: never a 5xx other than the documented 503, every status
+    and body as the spec documents them, valid input accepted and invalid refused."""
+    tried = []
+
+    # JSON Schema counts 1.0 as an integer; the collector refuses it, as every Flywheel schema
+    # does (no coercion; the spec's description says so), so for /events "valid input is
+    # accepted" is left to the directed tests above
+    excluded = [positive_data_acceptance] if path == "/events" else []
+
+    @given(case=api_schema[path][method].as_strategy())
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def fuzz(case):
+        tried.append(case)
+        case.call_and_validate(base_url=server.url, excluded_checks=excluded)
+
+    fuzz()
+    assert tried, f"{method} {path}: no input generated"

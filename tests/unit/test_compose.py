@@ -24,7 +24,8 @@ from flywheel.config import REPO_ROOT, load_config
 
 COMPOSE_FILE = REPO_ROOT / "docker" / "compose.yaml"
 DOCKER_COMPOSE = shutil.which("docker-compose")
-SECRETS = {"AIRFLOW_ADMIN_PASSWORD": "test-admin", "AIRFLOW_JWT_SECRET": "test-jwt",
+SECRETS = {"FLYWHEEL_MLFLOW_PASSWORD": "test-mlflow", "FLYWHEEL_MLFLOW_SECRET_KEY": "test-mlflow-key",
+           "AIRFLOW_ADMIN_PASSWORD": "test-admin", "AIRFLOW_JWT_SECRET": "test-jwt",
            "AIRFLOW_API_SECRET_KEY": "test-key"}
 # service -> the config section (or port key, with its +shard ports) whose ports it listens on
 # (None: publishes nothing)
@@ -256,3 +257,9 @@ def test_healthcheck_tcp_probe():
         port = server.getsockname()[1]
         assert probe(f"tcp://127.0.0.1:{port}", []) is None
     assert probe(f"tcp://127.0.0.1:{port}", []).startswith(f"tcp://127.0.0.1:{port}: ")  # now closed
+
+
+def test_mlflow_and_its_clients_get_the_mlflow_login(resolved):
+    for name in ("mlflow", "airflow-scheduler"):
+        assert resolved["services"][name]["environment"]["FLYWHEEL_MLFLOW_PASSWORD"] == "test-mlflow", name
+    assert resolved["services"]["mlflow"]["environment"]["FLYWHEEL_MLFLOW_SECRET_KEY"] == "test-mlflow-key"

@@ -59,11 +59,17 @@ def test_missing_or_malformed_overlay(tmp_path):
 def test_container_overlay_binds_all_and_dials_by_service_name():
     cfg = load_config(files=[], environ={
         "FLYWHEEL__STACK__BIND_HOST": "0.0.0.0", "FLYWHEEL__STACK__HOSTS__KAFKA": "kafka",
-        "FLYWHEEL__STACK__HOSTS__HDFS_NAMENODE": "hdfs-namenode"})
+        "FLYWHEEL__STACK__HOSTS__HDFS_NAMENODE": "hdfs-namenode", "FLYWHEEL__SERVING__REQUIRE_API_KEY": "true"})
     assert cfg.stack.bind == "0.0.0.0"
     assert cfg.kafka_bootstrap == "kafka:9092"
     assert cfg.hdfs_uri == "hdfs://hdfs-namenode:8020"
     assert cfg.mlflow_url == "http://127.0.0.1:5000"  # not overridden: stack.host
+
+
+def test_binding_off_loopback_needs_the_model_servers_api_key():
+    with pytest.raises(ConfigError, match="serving.require_api_key: true"):
+        load_config(files=[], environ={"FLYWHEEL__STACK__BIND_HOST": "0.0.0.0"})
+    assert load_config(files=[], environ={"FLYWHEEL__STACK__BIND_HOST": "127.0.0.2"}).stack.bind == "127.0.0.2"
 
 
 def test_bind_host_must_be_an_ip():

@@ -1,0 +1,88 @@
+"""The stack's secrets: each comes from its environment variable, else from a file in the
+state dir (``<stack.root>/secrets/<name>``, mode 0600, generated on first use; the state dir
+is never committed). ``flywheel status`` says where each one came from, never its value.
+
+The MLflow login (``mlflow.admin_user``) is handed to MLflow's client through its own
+variables, ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``: :func:`mlflow_login`
+sets them in this process; :func:`tracking_uri` is what every MLflow client is given.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from flywheel.config import FlywheelConfig
+
+
+@dataclass(frozen=True)
+class Secret:
+    name: str  # the file's name in <stack.root>/secrets/
+    env: str  # the environment variable that overrides the file
+    protects: str
+
+
+MLFLOW_PASSWORD = Secret("mlflow_admin_password", "FLYWHEEL_MLFLOW_PASSWORD",
+                         "MLflow login of mlflow.admin_user (fixed at the server's first start)")
+MLFLOW_SECRET_KEY = Secret("mlflow_flask_secret_key", "FLYWHEEL_MLFLOW_SECRET_KEY",
+                           "MLflow server's CSRF/session signing key")
+API_KEY = Secret("serving_api_key", "FLYWHEEL_API_KEY",
+                 "X-API-Key of the model server's /feed, /events and /demo/api (serving.require_api_key)")
+ALL = (MLFLOW_PASSWORD, MLFLOW_SECRET_KEY, API_KEY)
+
+
+def folder(cfg: FlywheelConfig) -> Path:
+    return cfg.stack.root / "secrets"
+
+
+def value(cfg: FlywheelConfig, secret: Secret) -> str:
+    """The secret: its environment variable when set and non-empty, else its file (created
+    with a random value on first use)."""
+    from_env = os.environ.get(secret.env)
+    if from_env:
+        return from_env
+    path = folder(cfg) / secret.name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it first: read theirs
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(24))
+    text = path.read_text().strip()
+    if not text:
+        raise ValueError(f"{path} is empty: delete it to generate a new {secret.name}, or set {secret.env}")
+    return text
+
+
+def where(cfg: FlywheelConfig, secret: Secret) -> str:
+    """Where :func:`value` takes the secret from (for ``flywheel status``)."""
+    if os.environ.get(secret.env):
+        return f"environment {secret.env}"
+    path = folder(cfg) / secret.name
+    return f"file {path}" if path.exists() else f"file {path} (created on first use; or set {secret.env})"
+
+
+def mlflow_login(cfg: FlywheelConfig) -> tuple[str, str]:
+    """(user, password) of ``cfg``'s MLflow server, also set as MLflow's client variables in
+    this process (overwritten on each call: the login follows the config in use; to log in
+    otherwise, set FLYWHEEL_MLFLOW_PASSWORD and mlflow.admin_user)."""
+    user, password = cfg.mlflow.admin_user, value(cfg, MLFLOW_PASSWORD)
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = user, password
+    return user, password
+
+
+def tracking_uri(cfg: FlywheelConfig) -> str:
+    """``cfg.mlflow_url``, with this process logged in (:func:`mlflow_login`): what every
+    MLflow client of Flywheel is given."""
+    mlflow_login(cfg)
+    return cfg.mlflow_url
+
+
+def api_key(cfg: FlywheelConfig) -> str | None:
+    """The model server's API key when ``serving.require_api_key`` is on, else None."""
+    return value(cfg, API_KEY) if cfg.serving.require_api_key else None

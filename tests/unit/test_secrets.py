@@ -1,0 +1,67 @@
+"""Where the stack's secrets come from: the environment first, else a private file in the state
+dir generated once; Airflow's logins are exactly the configured users, each with a password."""
+
+import json
+import stat
+
+import pytest
+
+from flywheel import secrets
+from flywheel.config import load_config
+from flywheel.stack import airflow
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch):
+    for name in [s.env for s in secrets.ALL] + ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]:
+        monkeypatch.setenv(name, "")  # recorded, so the teardown restores what this process had
+        monkeypatch.delenv(name)
+    return load_config(files=[], environ={"FLYWHEEL__STACK__STATE_DIR": str(tmp_path / "state"),
+                                          "FLYWHEEL__AIRFLOW__USERS": json.dumps({"ana": "viewer", "bo": "op"})})
+
+
+def test_a_secret_is_generated_once_into_a_private_file_and_the_environment_wins(cfg, monkeypatch):
+    assert "created on first use" in secrets.where(cfg, secrets.API_KEY)
+    first = secrets.value(cfg, secrets.API_KEY)
+    path = secrets.folder(cfg) / secrets.API_KEY.name
+    assert len(first) >= 24 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert secrets.value(cfg, secrets.API_KEY) == first and secrets.where(cfg, secrets.API_KEY) == f"file {path}"
+    monkeypatch.setenv("FLYWHEEL_API_KEY", "from-env")
+    assert secrets.value(cfg, secrets.API_KEY) == "from-env"
+    assert secrets.where(cfg, secrets.API_KEY) == "environment FLYWHEEL_API_KEY"
+
+
+def test_an_empty_secret_file_is_a_clear_error(cfg):
+    path = secrets.folder(cfg) / secrets.MLFLOW_PASSWORD.name
+    path.parent.mkdir(parents=True)
+    path.write_text("\n")
+    with pytest.raises(ValueError, match="FLYWHEEL_MLFLOW_PASSWORD"):
+        secrets.value(cfg, secrets.MLFLOW_PASSWORD)
+
+
+def test_mlflow_clients_log_in_with_the_configured_user(cfg):
+    import os
+
+    uri = secrets.tracking_uri(cfg)
+    assert uri == cfg.mlflow_url
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == cfg.mlflow.admin_user
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == secrets.value(cfg, secrets.MLFLOW_PASSWORD)
+
+
+def test_the_api_key_is_only_asked_for_when_required(cfg):
+    assert secrets.api_key(cfg) is None
+    on = cfg.model_copy(update={"serving": cfg.serving.model_copy(update={"require_api_key": True})})
+    assert secrets.api_key(on) == secrets.value(cfg, secrets.API_KEY)
+
+
+def test_airflow_logins_are_the_configured_users_each_with_its_own_password(cfg):
+    rendered = airflow.airflow_cfg(cfg)
+    line = next(x for x in rendered.splitlines() if x.startswith("simple_auth_manager_users"))
+    assert sorted(line.split(" = ")[1].split(",")) == ["admin:admin", "ana:viewer", "bo:op"]
+    pw = airflow.passwords(cfg)
+    assert set(pw) == {"admin", "ana", "bo"} and len(set(pw.values())) == 3
+    assert airflow.passwords(cfg) == pw  # kept, not regenerated
+    path = airflow.home(cfg) / "passwords.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    fewer = cfg.model_copy(update={"airflow": cfg.airflow.model_copy(update={"users": {}})})
+    assert set(airflow.passwords(fewer)) == {"admin"}  # a user taken out of the config loses the login
