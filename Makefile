@@ -6,7 +6,7 @@ FLYWHEEL := .venv/ml/bin/flywheel
 PYTEST := .venv/ml/bin/python -m pytest
 UV := .venv/bootstrap/bin/uv
 
-.PHONY: help setup lock up down status logs demo smoke test test-unit test-integration fuzz clean bench \
+.PHONY: help setup lock up down status logs demo smoke test test-unit test-integration fuzz chaos clean bench \
 	joiner-start joiner-stop joiner-resume joiner-status backfill retrain
 
 DATA ?= ../shared/datasets/ml-100k
@@ -68,6 +68,10 @@ test-unit: setup ## Unit tests only (no services)
 
 test-integration: setup ## Integration tests only (starts and stops a stack on the test ports)
 	@$(PYTEST) tests -m integration
+
+chaos: up ## Kill each component once under traffic (DATA: MovieLens folder for the loop; ROUNDS=n), then reconcile: lost, doubled, recovery times
+	@$(FLYWHEEL) demo --data $(DATA) --watch-s 0
+	@$(FLYWHEEL) chaos --rounds $(or $(ROUNDS),1)
 
 fuzz: setup ## The fuzz tests with many more examples (FUZZ=n per boundary, default 500): the model server's API from its OpenAPI spec
 	@FLYWHEEL_FUZZ_EXAMPLES=$(or $(FUZZ),500) $(PYTEST) tests -m fuzz

@@ -152,7 +152,7 @@ def bench_stack(data_arg: str | None, sim_rate: float, name: str, phase=lambda n
     finally:
         control.stop(cfg, [s for s in ["simulator", *LOOP] if s not in before])
         if started_joiner:
-            flinkjobs.cancel(cfg, started_joiner)
+            joiner_job.cancel(cfg, started_joiner)
         if not supervisor_was_up:
             control.down(cfg)
         shutil.rmtree(tmp, ignore_errors=True)  # the synthetic data, if any

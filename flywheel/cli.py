@@ -234,6 +234,18 @@ def joiner_resume(savepoint: Annotated[Optional[str], typer.Option(help="default
     typer.echo(f"joiner resumed as job {joiner_job.resume(cfg, savepoint)}: {cfg.flink_url}")
 
 
+@joiner_app.command("keep")
+@friendly
+def joiner_keep():
+    """Keep the joiner running: resubmit it from its newest checkpoint when Flink lost it."""
+    import logging
+
+    from flywheel import joiner_job
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    joiner_job.Keeper(load_config()).run()
+
+
 @joiner_app.command("status")
 @friendly
 def joiner_status():
@@ -354,6 +366,29 @@ def demo(
     from flywheel.demo import run
 
     run(load_config(), Path(data), watch_s=watch_s, echo=typer.echo)
+
+
+@app.command()
+@friendly
+def chaos(
+    faults: Annotated[str, typer.Option(help="programs to SIGKILL, in order (comma-separated), or 'all'")] = "all",
+    rounds: Annotated[int, typer.Option(min=1, help="times through the fault list")] = 1,
+    gap_s: Annotated[str, typer.Option(help="random wait before each fault, MIN-MAX seconds")] = "10-30",
+    rate: Annotated[float, typer.Option(help="the run's own feed requests per second")] = 5.0,
+    seed: Annotated[int, typer.Option(help="for the waits and the traffic")] = 0,
+):
+    """SIGKILL the stack's components one at a time under traffic; then reconcile the topics and
+    the parameter servers and print what was lost, doubled, and how long each took to recover.
+    Needs the loop up (flywheel demo). Exit 1 when an invariant fails."""
+    import logging
+
+    from flywheel import chaos as chaos_run
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    names = list(chaos_run.FAULTS) if faults == "all" else [f.strip() for f in faults.split(",") if f.strip()]
+    low, _, high = gap_s.partition("-")
+    chaos_run.run(load_config(), names * rounds, gap_s=(float(low), float(high or low)), rate=rate, seed=seed,
+                  echo=typer.echo)
 
 
 @app.command()

@@ -251,6 +251,8 @@ class JoinerConfig(_Section):
     group: str = "flywheel-joiner"  # consumer group, prefix of transactional ids
     examples_dir: str = "/flywheel/examples"  # on HDFS: hourly Parquet (empty: do not land)
     land_lateness_s: int = Field(60, ge=0)
+    keep_interval_s: float = Field(5, gt=0)  # the keeper checks the joiner runs this often
+    keep_grace_s: float = Field(20, ge=0)  # ... and resubmits it when it has been gone this long
 
 
 class ServingConfig(_Section):

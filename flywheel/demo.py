@@ -21,7 +21,7 @@ from flywheel.config import FlywheelConfig
 from flywheel.prometheus import scrape, value
 from flywheel.stack.base import StackError
 
-LOOP = ["model-server", "online-trainer", "simulator"]
+LOOP = ["model-server", "online-trainer", "joiner-keeper", "simulator"]
 
 
 def with_data(cfg: FlywheelConfig, data: Path) -> FlywheelConfig:

@@ -101,14 +101,16 @@ class PSClient:
                 out[table][p] = decode(body)[1]["row"]
         return out
 
-    def push(self, table: str, ids, grads: np.ndarray) -> int:
-        """Apply gradients on the PS; returns rows updated (a retried push counts once)."""
+    def push(self, table: str, ids, grads: np.ndarray, request_id: str | None = None) -> int:
+        """Apply gradients on the PS; returns rows updated (a retried push counts once).
+        ``request_id`` names the push (default: random); the online trainer names it after the
+        examples it carries (paramserver/ledger.py), each shard gets ``<request_id>/<shard>``."""
         ids, dim = as_ids(ids), self._dim(table)
         grads = np.asarray(grads)
         if grads.dtype != np.float32 or grads.shape != (len(ids), dim):
             raise ValueError(f"grads must be float32 of shape ({len(ids)}, {dim}) for table {table!r}, "
                              f"got {grads.dtype} {grads.shape}")
-        request = uuid.uuid4().hex
+        request = request_id or uuid.uuid4().hex
         calls = [(s, "push", encode({"table": table, "request_id": f"{request}/{s}"}, id=ids[p], grad=grads[p]))
                  for s, p in enumerate(split(ids, self.shards)) if len(p)]
         return sum(self._applied(s, json.loads(r)) for (s, _, _), r in zip(calls, self._fan_out(calls)))

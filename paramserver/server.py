@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow.flight as flight
 
 from paramserver.sharding import shard_of
+from paramserver.ledger import Ledger
 from paramserver.table import EmbeddingTable
 from paramserver.wire import decode, encode
 
@@ -105,6 +106,7 @@ class ParamServer(flight.FlightServerBase):
         self._applied_lock = threading.Lock()
         self.pulls, self.pushes = _Rate(), _Rate()
         self.duplicates = 0
+        self.ledger = Ledger()  # which examples' pushes were applied since the last restore
         self.sync_status: dict = {}  # filled by the delta publisher/subscriber
         self.started = time.time()
         self.gate = _Gate()
@@ -158,6 +160,7 @@ class ParamServer(flight.FlightServerBase):
             manifest = self.restorer(request.get("snapshot_id", "none"))
             with self._applied_lock:
                 self._applied.clear()  # pushes applied after the snapshot are gone with it
+            self.ledger.reset()
             self.restored = manifest
         return manifest or {}
 
@@ -256,6 +259,7 @@ class ParamServer(flight.FlightServerBase):
         self.gate.enter()
         try:
             applied = table.apply_gradients(ids, cols["grad"])
+            self.ledger.record(request_id)
             entry.result = {"applied": applied, "duplicate": False, "incarnation": self.incarnation}
         except Exception:
             with self._applied_lock:  # not applied: a retry may try again
@@ -275,4 +279,5 @@ class ParamServer(flight.FlightServerBase):
             "duplicate_pushes": self.duplicates,
             "tables": {name: t.stats() for name, t in self.tables.items()},
             "sync": self.sync_status, "restored_from": self.restored,
+            "ledger": self.ledger.summary() if self.role == "training" else None,
         }

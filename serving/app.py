@@ -174,10 +174,12 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
         # actions are acknowledged to the client once Kafka has them: sent at once; served
         # features go through their own producer, batched longer (fewer sends for its I/O
         # thread, which otherwise takes the GIL from the feed workers hundreds of times a second)
+        # idempotent: a send the producer retries after a broker failure is written once
         state["producer"] = producer or KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all",
-                                                      linger_ms=5, retries=5)
+                                                      linger_ms=5, retries=5, enable_idempotence=True)
         state["features"] = producer or KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all",
-                                                      linger_ms=s.features_linger_ms, retries=5)
+                                                      linger_ms=s.features_linger_ms, retries=5,
+                                                      enable_idempotence=True)
         state["workers"] = ThreadPoolExecutor(max_workers=s.feed_workers, thread_name_prefix="feed")
         state["feed"] = FeedBuilder(state["loader"], catalogue or Catalogue.load(s.catalogue),
                                     Histories(per_user=s.history), s.candidates, s.task_weights)

@@ -49,6 +49,9 @@ def flink_config(cfg: FlywheelConfig) -> dict:
             "dir": f"{cfg.hdfs_uri}{f.checkpoint_dir}",
             "savepoint-dir": f"{cfg.hdfs_uri}{f.savepoint_dir}",
             "interval": f"{int(f.checkpoint_interval_s * 1000)} ms",
+            # kept when a job is cancelled or lost with its JobManager (no HA here): the joiner
+            # keeper (flywheel/joiner_job.py) resubmits the joiner from the newest one
+            "externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         }},
         "io": {"tmp": {"dirs": str(home / "tmp")}},
         "web": {"tmpdir": str(home / "tmp" / "web")},

@@ -3,7 +3,9 @@ on demand (``flywheel demo``, or ``flywheel up --only model-server`` ...), not b
 
 - ``model-server``: ``flywheel serve`` (feed API, event collector, /metrics);
 - ``online-trainer``: ``flywheel online-train`` (examples -> training PS; /metrics);
-- ``simulator``: ``flywheel simulate`` (MovieLens users requesting feeds and acting on them).
+- ``simulator``: ``flywheel simulate`` (MovieLens users requesting feeds and acting on them);
+- ``joiner-keeper``: ``flywheel joiner keep`` (resubmits the Flink joiner when its JobManager
+  lost it; see flywheel/joiner_job.py).
 
 A MovieLens folder configured as ``serving.catalogue`` / ``simulator.data`` is passed to the
 programs' environment, so a value given to ``flywheel demo`` reaches the supervised processes.
@@ -12,6 +14,7 @@ programs' environment, so a value given to ``flywheel demo`` reaches the supervi
 from __future__ import annotations
 
 from flywheel.config import FlywheelConfig
+from flywheel import joiner_job
 from flywheel.stack.base import ML_PYTHON, Program, Service, http_json, port_open, require
 
 FLYWHEEL_CLI = ML_PYTHON.parent / "flywheel"
@@ -56,7 +59,18 @@ def services(cfg: FlywheelConfig) -> list[Service]:
         start_after=["kafka", "hdfs", "mlflow", "paramserver"],
         on_demand=True,
     )
-    out = [serving, trainer]
+    keeper = Service(
+        name="joiner-keeper",
+        url=cfg.flink_url,
+        programs=[Program("joiner-keeper", [str(FLYWHEEL_CLI), "joiner", "keep"], env=env, stop_wait_s=10)],
+        prepare=_prepare,
+        healthy=lambda: joiner_job.Keeper.beating(cfg),
+        ports=[],
+        requires=["flink", "hdfs"],
+        start_after=["flink", "hdfs"],
+        on_demand=True,
+    )
+    out = [serving, trainer, keeper]
     simulator = getattr(cfg, "simulator", None)
     if simulator is not None:
         out.append(Service(

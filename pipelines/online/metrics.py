@@ -10,6 +10,7 @@
 | ``flywheel_online_bad_examples_total`` | counter | examples that were not JSON (skipped, counted) |
 | ``flywheel_online_last_batch_timestamp_seconds`` | gauge | when the last batch was pushed to the training PS (unix s) |
 | ``flywheel_online_champion_version`` | gauge | the champion version trained on (0: waiting for one) |
+| ``flywheel_online_position{partition}`` | gauge | the examples offset up to which batches were pushed (the training PS's ledger ends there) |
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class OnlineMetrics:
         self.bad = Counter("flywheel_online_bad_examples", "examples that were not JSON", registry=r)
         self.last_batch = Gauge("flywheel_online_last_batch_timestamp_seconds", "last push (unix s)", registry=r)
         self.champion = Gauge("flywheel_online_champion_version", "champion version trained on", registry=r)
+        self.position = Gauge("flywheel_online_position", "offset up to which batches were pushed", ["partition"],
+                              registry=r)
         self._seen = {"examples": 0.0, "recoveries": 0.0, "bad": 0.0}
 
     def serve(self, host: str, port: int):
@@ -54,5 +57,12 @@ class OnlineMetrics:
             if key.startswith("rolling_auc_"):
                 self.auc.labels(key.removeprefix("rolling_auc_")).set(value)
 
-    def batch_pushed(self) -> None:
+    def batch_pushed(self, covered: dict[str, int] | None = None) -> None:
+        """After a push the PS acknowledged; ``covered``: partition -> offset pushed up to."""
         self.last_batch.set(time.time())
+        self.positions(covered or {})
+
+    def positions(self, covered: dict[str, int]) -> None:
+        """Partition -> offset pushed up to (also after a rollback, which moves it back)."""
+        for partition, offset in covered.items():
+            self.position.labels(str(partition)).set(offset)

@@ -54,7 +54,8 @@ def run_online(cfg: FlywheelConfig, stop=lambda: False, idle_exit_s: float | Non
                             reference_batch=cfg.batch.batch_size if o.step_scale == "batch" else None,
                             personal_tables=tuple(o.personal_tables))
     trainer = OnlineTrainer(cfg, learner.step, topic=cfg.joiner.examples_topic, batch_size=o.batch_size,
-                            snapshot_every=o.snapshot_every, on_rollback=learner.forget)
+                            snapshot_every=o.snapshot_every,
+                            on_rollback=lambda: (learner.forget(), metrics.positions(trainer.covered)))
     mlflow.set_tracking_uri(tracking_uri(cfg))
     mlflow.set_experiment(o.experiment)
     last_log = [time.monotonic()]
@@ -78,7 +79,7 @@ def run_online(cfg: FlywheelConfig, stop=lambda: False, idle_exit_s: float | Non
         mlflow.log_params({"champion_version": loader.current.version, **{f"online.{k}": v for k, v in o.model_dump().items()}})
         try:
             trainer.run(stop=stop, idle_exit_s=idle_exit_s, on_tick=tick, tick_s=METRICS_TICK_S,
-                        on_batch=lambda _: metrics.batch_pushed())
+                        on_batch=lambda _: metrics.batch_pushed(trainer.covered))
         finally:
             tick(trainer, force=True)
             loader.stop()

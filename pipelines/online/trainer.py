@@ -29,6 +29,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from flywheel.config import FlywheelConfig
 from paramserver.client import PSClient
+from paramserver.ledger import batch_key
 from paramserver.snapshots import snapshot_all
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class OnlineTrainer:
             raise RuntimeError(f"examples topic {topic!r} does not exist: run 'make up'")
         self.partitions = [TopicPartition(topic, p) for p in sorted(parts)]
         self.consumer.assign(self.partitions)
+        self.covered: dict[str, int] = {}  # partition -> end of the last pushed batch (ledger)
         self.applied = 0           # examples applied since the last rollback point
         self.since_snapshot = 0
         self.recoveries = 0
@@ -72,6 +74,13 @@ class OnlineTrainer:
                 self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, offset)
+        self.covered = self.position()  # the next pushed batch's ledger ranges start here
+
+    def batch_key(self) -> str:
+        """The name of the pushes of the batch just polled: the offsets from the end of the last
+        pushed batch to the position now, per partition (paramserver/ledger.py)."""
+        now = self.position()
+        return batch_key(self.topic, {int(p): (self.covered.get(p, now[p]), now[p]) for p in now})
 
     def snapshot(self) -> dict:
         """Snapshot every shard with the offsets of the next examples to consume."""
@@ -145,10 +154,12 @@ class OnlineTrainer:
                     self.bad_examples += 1  # counted; the joiner's dead-letter topic keeps the original
         return out
 
-    def train_batch(self, examples: list[dict]) -> None:
+    def train_batch(self, examples: list[dict], key: str | None = None) -> None:
+        """Push the batch's gradients; ``key`` names the pushes (``<key>#<table>``, so the
+        training PS's ledger can tell which examples were applied)."""
         for table, (ids, grads) in self.step(examples, self.ps).items():
             if len(ids):
-                self.ps.push(table, ids, grads)
+                self.ps.push(table, ids, grads, request_id=f"{key}#{table}" if key else None)
 
     def lag(self) -> int:
         """Examples on the topic not yet consumed (end offsets minus positions, all partitions)."""
@@ -174,7 +185,8 @@ class OnlineTrainer:
                 continue
             idle_since = time.monotonic()
             try:
-                self.train_batch(examples)
+                self.train_batch(examples, self.batch_key())
+                self.covered = self.position()
                 self.consumer.commit_async()  # the PS acknowledged: the group may move past them
                 if on_batch is not None:
                     on_batch(examples)

@@ -27,3 +27,8 @@ def stack():
     yield cfg
     if not reuse:
         control.down(cfg)
+
+
+def pytest_collection_modifyitems(items):
+    """Chaos tests last: they kill and restart the stack's components under the others' feet."""
+    items.sort(key=lambda item: item.get_closest_marker("chaos") is not None)

@@ -20,7 +20,7 @@ from pipelines.batch.publish import champion
 from serving.catalogue import Catalogue
 
 EVAL_DAY = "2031-03-05"  # test_daily_retrain's data: the same synthetic folder, the same champion
-LOOP = ["model-server", "online-trainer"]
+LOOP = ["model-server", "online-trainer", "joiner-keeper"]
 
 
 def flywheel(*args: str) -> None:
@@ -59,4 +59,5 @@ def running_loop(stack, folder: Path):
             ps.close()
         control.stop(cfg, LOOP)
         if started_joiner:
-            flinkjobs.cancel(stack, started_joiner)
+            for job in flinkjobs.running(stack, joiner_job.job_name(stack)):  # the keeper may have resubmitted it
+                joiner_job.cancel(stack, job)

@@ -1,0 +1,123 @@
+"""After a chaos run: what the topics and the parameter servers say happened to the traffic.
+
+- :func:`read_topic`: every committed record of a topic from given offsets to its end
+  (``read_committed``: what the joiner and the trainer read).
+- :func:`actions_reconciled`: each action the event collector acknowledged is on ``actions``
+  exactly once (lost: acknowledged, never written; doubled: written twice).
+- :func:`examples_reconciled`: each acknowledged click was joined into an example labelled
+  click=1 for its impression (request_id, item_id), and no emission is there twice.
+- :func:`converged`: the serving PS holds what the training PS holds for the given IDs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from kafka import KafkaConsumer, TopicPartition
+
+from flywheel.config import FlywheelConfig
+
+
+def end_offsets(cfg: FlywheelConfig, topic: str) -> dict[int, int]:
+    """Partition -> the offset the next record will take (where a run starts reading)."""
+    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, isolation_level="read_committed")
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return {tp.partition: off for tp, off in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+
+
+def read_topic(cfg: FlywheelConfig, topic: str, start: dict[int, int], timeout_s: float = 120) -> list[dict]:
+    """The JSON values of ``topic``'s committed records from ``start`` (partition -> offset) to
+    the end offsets seen now; records that are not JSON objects are skipped (the dead-letter
+    route handles those)."""
+    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, isolation_level="read_committed",
+                             enable_auto_commit=False)
+    out: list[dict] = []
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(start)]
+        consumer.assign(parts)
+        ends = consumer.end_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, start[tp.partition])
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}: not at its end offsets {ends} within {timeout_s:.0f}s")
+            for records in consumer.poll(timeout_ms=1000).values():
+                for r in records:
+                    try:
+                        value = json.loads(r.value)
+                    except ValueError:
+                        continue
+                    if isinstance(value, dict):
+                        out.append(value)
+    finally:
+        consumer.close()
+    return out
+
+
+@dataclass
+class Tally:
+    """One invariant's count: ``expected`` keys, and the ones ``lost`` or ``doubled``."""
+
+    name: str
+    expected: int = 0
+    lost: list = field(default_factory=list)
+    doubled: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.lost and not self.doubled
+
+    def line(self) -> str:
+        state = "ok" if self.ok else "FAILED"
+        text = f"{self.name:<44}{self.expected:>8}{len(self.lost):>8}{len(self.doubled):>9}  {state}"
+        if self.lost:
+            text += f"\n    lost: {self.lost[:20]}{' ...' if len(self.lost) > 20 else ''}"
+        if self.doubled:
+            text += f"\n    doubled: {self.doubled[:20]}{' ...' if len(self.doubled) > 20 else ''}"
+        return text
+
+
+def action_key(a: dict) -> tuple:
+    return a["request_id"], a["item_id"], a["action"], a["event_time"]
+
+
+def actions_reconciled(acked: list[dict], written: list[dict]) -> Tally:
+    """Each acknowledged action on the topic exactly once (matched on request id, item, action
+    and event time)."""
+    wanted = {action_key(a) for a in acked}
+    counts = Counter(action_key(a) for a in written if action_key(a) in wanted)
+    return Tally("actions acknowledged -> on `actions` once", len(wanted),
+                 lost=sorted(k for k in wanted if counts[k] == 0), doubled=sorted(k for k, n in counts.items() if n > 1))
+
+
+def examples_reconciled(acked: list[dict], examples: list[dict]) -> Tally:
+    """Each acknowledged click's impression joined into an example with click=1; no emission
+    (impression, labels, correction flag) written twice."""
+    clicked = {(a["request_id"], a["item_id"]) for a in acked if a["action"] == "click"}
+    emissions = Counter((e.get("request_id"), e.get("item_id"), tuple(sorted((e.get("labels") or {}).items())),
+                         bool(e.get("is_correction"))) for e in examples)
+    joined = {(rid, item) for (rid, item, labels, _) in emissions if dict(labels).get("click") == 1}
+    return Tally("acknowledged clicks -> joined into `examples`", len(clicked),
+                 lost=sorted(clicked - joined),
+                 doubled=sorted(k[:2] for k, n in emissions.items() if n > 1 and k[:2] in clicked))
+
+
+def converged(training, serving, ids: dict[str, np.ndarray], atol: float = 1e-6) -> tuple[bool, float, int]:
+    """(the serving rows equal the training rows, the largest difference, rows compared) for
+    ``ids`` (table -> IDs), read through two PS clients."""
+    worst, rows = 0.0, 0
+    for table, wanted in ids.items():
+        if not len(wanted):
+            continue
+        a, b = training.pull(table, wanted), serving.pull(table, wanted)
+        worst = max(worst, float(np.max(np.abs(a - b))))
+        rows += len(wanted)
+    return worst <= atol, worst, rows
