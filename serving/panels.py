@@ -48,7 +48,7 @@ def flink_join(cfg: FlywheelConfig, job_name: str, timeout_s: float = TIMEOUT_S)
             for m in requests.get(url, params={"get": ",".join(names)}, timeout=timeout_s).json():
                 name = m["id"].rsplit(".", 1)[-1]
                 out[name] = out.get(name, 0.0) + float(m["value"])
-    out["emitted"] = sum(out.get(k, 0.0) for k in ("positives", "corrections", "negatives_kept"))
+    out["emitted"] = sum(out.get(k, 0.0) for k in ("positives", "corrections", "negatives_kept", "negatives_explicit"))
     checkpoints = requests.get(f"{base}/jobs/{job['jid']}/checkpoints", timeout=timeout_s).json()
     latest = (checkpoints.get("latest") or {}).get("completed") or {}
     out["checkpoint_at"] = latest.get("latest_ack_timestamp", 0) / 1000 or None

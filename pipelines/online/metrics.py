@@ -8,6 +8,7 @@
 | ``flywheel_online_rolling_auc{task}`` | gauge | progressive-validation AUC over the last ``online.window`` examples |
 | ``flywheel_online_recoveries_total`` | counter | rollbacks to a snapshot (the start counts as one) |
 | ``flywheel_online_bad_examples_total`` | counter | examples that were not JSON (skipped, counted) |
+| ``flywheel_online_poison_batches_total`` | counter | batches skipped because their gradients were NaN or infinite (their offsets stay unapplied) |
 | ``flywheel_online_last_batch_timestamp_seconds`` | gauge | when the last batch was pushed to the training PS (unix s) |
 | ``flywheel_online_champion_version`` | gauge | the champion version trained on (0: waiting for one) |
 | ``flywheel_online_position{partition}`` | gauge | the examples offset up to which batches were pushed (the training PS's ledger ends there) |
@@ -31,11 +32,12 @@ class OnlineMetrics:
         self.auc = Gauge("flywheel_online_rolling_auc", "progressive-validation AUC", ["task"], registry=r)
         self.recoveries = Counter("flywheel_online_recoveries", "rollbacks to a snapshot", registry=r)
         self.bad = Counter("flywheel_online_bad_examples", "examples that were not JSON", registry=r)
+        self.poison = Counter("flywheel_online_poison_batches", "batches skipped: NaN/Inf gradients", registry=r)
         self.last_batch = Gauge("flywheel_online_last_batch_timestamp_seconds", "last push (unix s)", registry=r)
         self.champion = Gauge("flywheel_online_champion_version", "champion version trained on", registry=r)
         self.position = Gauge("flywheel_online_position", "offset up to which batches were pushed", ["partition"],
                               registry=r)
-        self._seen = {"examples": 0.0, "recoveries": 0.0, "bad": 0.0}
+        self._seen = {"examples": 0.0, "recoveries": 0.0, "bad": 0.0, "poison": 0.0}
 
     def serve(self, host: str, port: int):
         """Start the /metrics HTTP server in a daemon thread; returns (server, thread)."""
@@ -46,8 +48,9 @@ class OnlineMetrics:
             counter.inc(total - self._seen[key])
         self._seen[key] = total
 
-    def update(self, learner_metrics: dict[str, float], lag: int, recoveries: int, bad: int) -> None:
+    def update(self, learner_metrics: dict[str, float], lag: int, recoveries: int, bad: int, poison: int = 0) -> None:
         """Set every metric from the learner's and the trainer's own figures (totals)."""
+        self._add(self.poison, "poison", float(poison))
         self._add(self.examples, "examples", learner_metrics.get("examples", 0.0))
         self._add(self.recoveries, "recoveries", float(recoveries))
         self._add(self.bad, "bad", float(bad))

@@ -63,7 +63,7 @@ def run_online(cfg: FlywheelConfig, stop=lambda: False, idle_exit_s: float | Non
     def tick(t: OnlineTrainer, force: bool = False) -> None:
         figures = learner.metrics()
         lag = t.lag()
-        metrics.update(figures, lag, t.recoveries, t.bad_examples)
+        metrics.update(figures, lag, t.recoveries, t.bad_examples, t.poison_batches)
         metrics.champion.set(float(loader.current.version) if loader.current.version.isdigit() else 0)
         if force or time.monotonic() - last_log[0] >= o.log_every_s:
             last_log[0] = time.monotonic()

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 Step = Callable[[list[dict], PSClient], dict[str, tuple[np.ndarray, np.ndarray]]]
 
 
+class PoisonBatch(ValueError):
+    """A batch whose gradients are not finite: the PS would refuse it, and a replay would too."""
+
+
 class OnlineTrainer:
     """Single-process trainer over every partition of the examples topic."""
 
@@ -62,6 +66,7 @@ class OnlineTrainer:
         self.since_snapshot = 0
         self.recoveries = 0
         self.bad_examples = 0
+        self.poison_batches = 0    # batches skipped for NaN/Inf gradients
 
     # -- offsets and snapshots --------------------------------------------------------------
     def position(self) -> dict[str, int]:
@@ -157,9 +162,14 @@ class OnlineTrainer:
     def train_batch(self, examples: list[dict], key: str | None = None) -> None:
         """Push the batch's gradients; ``key`` names the pushes (``<key>#<table>``, so the
         training PS's ledger can tell which examples were applied)."""
-        for table, (ids, grads) in self.step(examples, self.ps).items():
+        grads = self.step(examples, self.ps)
+        bad = sorted(t for t, (ids, g) in grads.items() if len(ids) and not np.isfinite(g).all())
+        if bad:
+            raise PoisonBatch(f"batch {key or '?'} gives NaN or infinite gradients for tables {bad}; "
+                              "nothing of it was pushed")
+        for table, (ids, g) in grads.items():
             if len(ids):
-                self.ps.push(table, ids, grads, request_id=f"{key}#{table}" if key else None)
+                self.ps.push(table, ids, g, request_id=f"{key}#{table}" if key else None)
 
     def lag(self) -> int:
         """Examples on the topic not yet consumed (end offsets minus positions, all partitions)."""
@@ -194,6 +204,11 @@ class OnlineTrainer:
                 self.since_snapshot += len(examples)
                 if self.since_snapshot >= self.snapshot_every:
                     self.snapshot()
+            except PoisonBatch as exc:  # replaying it would fail again: skip it, say so, count it
+                self.poison_batches += 1
+                self.covered = self.position()  # its offsets stay a gap in the PS ledger: not applied
+                self.consumer.commit_async()
+                log.error("%s; skipped (%d poison batches so far)", exc, self.poison_batches)
             except flight.FlightError as exc:
                 log.warning("training PS call failed (%s): recovering", exc)
                 self.rollback()

@@ -12,12 +12,14 @@ into training ``examples``, keyed by (request_id, item_id), in event time.
   cumulative over the key's actions); at ``features.event_time + label_window`` a key with no
   positive becomes a negative, kept per task with that task's negative rate (a hash of the
   key decides, so a replay keeps the same ones: :mod:`streaming.sampling`) and carrying
-  ``sample_rate`` (and ``sample_rates`` when the tasks' rates differ); an action after that
-  negative (within retention) emits a corrected positive (``is_correction``); at
+  ``sample_rate`` (and ``sample_rates`` when the tasks' rates differ). A ``skip`` on a shown
+  item that has no outcome yet is an explicit negative: emitted at once, kept for sure
+  (``sample_rate`` 1), and no sampled negative follows it. An action after either negative
+  (within retention) emits a corrected positive (``is_correction``); at
   ``max(event times) + retention`` the key's state is cleared.
 - Flink metrics (REST, per operator): ``flywheel.accepted`` and ``flywheel.dead_letters.<reason>``
   of the parsers; ``flywheel.join.positives``, ``.corrections``, ``.negatives_kept``,
-  ``.negatives_dropped``, ``.latency_ms_sum`` and ``.latency_joins`` (wall-clock ms from a live
+  ``.negatives_dropped``, ``.negatives_explicit`` (skips), ``.latency_ms_sum`` and ``.latency_joins`` (wall-clock ms from a live
   action's event time to its join, summed, and the joins counted) of the join. Counters only:
   a gauge is a Python callback from Flink's metric threads, which crashed the TaskManager when
   the job was cancelled (thread mode).
@@ -68,7 +70,7 @@ def keyed_bytes() -> Types:
 DEAD_LETTERS = "dead-letter"  # side output tag of Parse: rows keyed by source topic
 FEATURES, ACTION = "f", "a"
 NO_LABELS = {task: 0 for task in TASKS}
-JOIN_COUNTERS = ("positives", "corrections", "negatives_kept", "negatives_dropped")
+JOIN_COUNTERS = ("positives", "corrections", "negatives_kept", "negatives_dropped", "negatives_explicit")
 # join latency of live actions (wall clock at the join minus the action's event time): the sum
 # (ms) and the count, so a reader takes the mean over any window
 JOIN_LATENCY = ("latency_ms_sum", "latency_joins")
@@ -166,6 +168,8 @@ class Join(KeyedProcessFunction):
         before = state[1]
         merged = {t: max(before[t], v) for t, v in labels_from_action(action).items()}
         if merged == before:
+            if action == "skip" and not state[2]:
+                return self._explicit_negative(state, action_time)
             return None
         state[1] = merged
         features = parse_features(state[0])
@@ -179,6 +183,14 @@ class Join(KeyedProcessFunction):
             self.counted["latency_joins"].inc()
         delay = max(0, action_time - features.event_time)
         example = Example.from_features(features, merged, 1.0, delay, is_correction=correction)
+        return Row(key_of(example), encode(example))
+
+    def _explicit_negative(self, state: list, action_time: int) -> Row:
+        """A skip before any outcome: the negative at once, kept for sure (no sampled one later)."""
+        features = parse_features(state[0])
+        state[2] = "negative"
+        self.counted["negatives_explicit"].inc()
+        example = Example.from_features(features, dict(NO_LABELS), 1.0, max(0, action_time - features.event_time))
         return Row(key_of(example), encode(example))
 
     def on_timer(self, timestamp: int, ctx):

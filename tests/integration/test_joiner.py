@@ -155,6 +155,24 @@ def test_negative_at_window_end_then_a_corrected_positive_three_days_late(joiner
     assert fix["join_delay_ms"] == three_days
 
 
+def test_a_skip_is_an_explicit_negative_at_once_and_a_later_click_corrects_it(joiner):
+    j = joiner(**{"negative-rate": 0.01})  # sampled negatives would almost all be dropped: this one is kept
+    j.send(features("r5"))
+    j.send(action("r5", "impression", T0 + 500))  # no outcome: nothing
+    j.send(action("r5", "skip", T0 + 1_000))
+    [neg] = j.read("examples", 1, of("r5"))
+    assert neg["labels"] == {"click": 0, "like": 0, "finish": 0, "share": 0}
+    assert neg["sample_rate"] == 1.0 and neg["join_delay_ms"] == 1_000 and not neg.get("is_correction")
+    j.send(action("r5", "skip", T0 + 2_000))  # a second skip adds nothing
+    j.send(action("r5", "click", T0 + 3_000))
+    [fix] = j.read("examples", 1, of("r5"))
+    assert fix["is_correction"] is True and fix["labels"]["click"] == 1
+    j.send(features("r6"))
+    j.send(action("r6", "click", T0 + 1_000))
+    j.send(action("r6", "skip", T0 + 2_000))  # after a positive a skip is no negative
+    assert len(j.read("examples", 1, of("r6"), settle_s=10)) == 1
+
+
 def test_negatives_are_sampled_per_task_with_their_rates_written(joiner):
     rates = {"click": 0.25, "like": 0.5, "finish": 0.5, "share": 0.5}
     j = joiner(**{"negative-rate": 0.5, "negative-rates": "click=0.25"})

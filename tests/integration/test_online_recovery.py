@@ -14,6 +14,7 @@ from kafka.admin import NewTopic
 from test_paramserver import OWN_PORTS, Cluster
 
 from flywheel.config import load_config
+from paramserver.ledger import gaps_and_doubles
 from pipelines.online.trainer import OnlineTrainer
 
 pytestmark = pytest.mark.integration
@@ -87,7 +88,10 @@ def test_kill_9_mid_stream_then_recover_equals_uninterrupted_run(stack):
 
     crashy = make_cluster(stack, topic)
     got, trainer = train(crashy, topic, total, kill_at=2500)
+    # the shards' ledgers: every offset since the rollback's snapshot applied once
+    gaps, doubles = gaps_and_doubles(trainer.ps.stats(), topic, {int(p): o for p, o in trainer.position().items()})
     crashy.stop()
+    assert gaps == [] and doubles == []
     assert trainer.recoveries >= 2  # the start, and the crash
     assert np.abs(want).sum() > 1, "the run learned nothing: the comparison would be empty"
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
@@ -133,5 +137,29 @@ def test_a_published_batch_snapshot_is_where_the_trainer_continues(stack):
         assert trainer.position() == json.loads(fs.cat_file(f"{root}/{own}/_MANIFEST.json"))["shards"][0]["examples_offsets"][topic]
         offsets = json.loads(fs.cat_file(f"{root}/{own}/_MANIFEST.json"))["shards"][0]["examples_offsets"][topic]
         assert sum(offsets.values()) == 400  # the replay starts after the 400 older examples
+    finally:
+        cluster.stop()
+
+
+def test_a_batch_with_nan_gradients_is_skipped_counted_and_left_unapplied(stack):
+    """A poison batch (NaN gradients: the PS refuses them, a replay would too) is skipped and
+    counted; training goes on, and the ledger shows exactly its offsets as not applied."""
+    topic = f"examples-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    for i in range(300):
+        label = float("nan") if i == 150 else i % 2
+        producer.send(topic, value=json.dumps({"user": int(USERS[i % 40]), "label": label}).encode())
+    producer.flush()
+    cluster = make_cluster(stack, topic)
+    try:
+        trainer = OnlineTrainer(cluster.cfg, step, topic=topic, batch_size=100, snapshot_every=10_000)
+        trainer.run(idle_exit_s=5)
+        assert trainer.poison_batches == 1 and 200 <= trainer.applied < 300  # all but the poison batch
+        assert np.isfinite(trainer.ps.pull("emb", USERS[:40])).all()
+        gaps, doubles = gaps_and_doubles(trainer.ps.stats(), topic, {0: trainer.position()["0"]})
+        assert doubles == [] and len(gaps) == 1 and gaps[0]["offsets"][0] <= 150 < gaps[0]["offsets"][1]
     finally:
         cluster.stop()
