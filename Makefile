@@ -73,7 +73,7 @@ chaos: up ## Kill each component once under traffic (DATA: MovieLens folder for 
 	@$(FLYWHEEL) demo --data $(DATA) --watch-s 0
 	@$(FLYWHEEL) chaos --rounds $(or $(ROUNDS),1)
 
-fuzz: setup ## The fuzz tests with many more examples (FUZZ=n per boundary, default 500): the model server's API from its OpenAPI spec
+fuzz: setup ## The fuzz tests with many more examples (FUZZ=n per boundary, default 500): the model server's API (OpenAPI), Kafka topics, PS deltas
 	@FLYWHEEL_FUZZ_EXAMPLES=$(or $(FUZZ),500) $(PYTEST) tests -m fuzz
 
 clean: down ## Stop the stack and delete its data and logs (.flywheel/, .flywheel-test/, .flywheel-bench/)
