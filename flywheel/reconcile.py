@@ -98,10 +98,19 @@ def actions_reconciled(acked: list[dict], written: list[dict]) -> Tally:
                  lost=sorted(k for k in wanted if counts[k] == 0), doubled=sorted(k for k, n in counts.items() if n > 1))
 
 
-def examples_reconciled(acked: list[dict], examples: list[dict]) -> Tally:
-    """Each acknowledged click's impression joined into an example with click=1; no emission
-    (impression, labels, correction flag) written twice."""
-    clicked = {(a["request_id"], a["item_id"]) for a in acked if a["action"] == "click"}
+def unlogged_clicks(acked: list[dict], features: list[dict]) -> list[tuple]:
+    """Acknowledged clicks on impressions whose served features never reached ``features``:
+    the model server logs features asynchronously (``serving.features_linger_ms``), so a crash
+    loses the last ones served; such a click can never join (README, Guarantees)."""
+    logged = {(f.get("request_id"), f.get("item_id")) for f in features}
+    return sorted({(a["request_id"], a["item_id"]) for a in acked if a["action"] == "click"} - logged)
+
+
+def examples_reconciled(acked: list[dict], examples: list[dict], unlogged: list[tuple] = ()) -> Tally:
+    """Each acknowledged click's impression joined into an example with click=1 (but for the
+    ``unlogged`` ones, which cannot join); no emission (impression, labels, correction flag)
+    written twice."""
+    clicked = {(a["request_id"], a["item_id"]) for a in acked if a["action"] == "click"} - set(unlogged)
     emissions = Counter((e.get("request_id"), e.get("item_id"), tuple(sorted((e.get("labels") or {}).items())),
                          bool(e.get("is_correction"))) for e in examples)
     joined = {(rid, item) for (rid, item, labels, _) in emissions if dict(labels).get("click") == 1}

@@ -2,7 +2,7 @@
 which clicks were never joined, and the failing stretches of the feed."""
 
 from flywheel.chaos import Traffic
-from flywheel.reconcile import actions_reconciled, examples_reconciled
+from flywheel.reconcile import actions_reconciled, examples_reconciled, unlogged_clicks
 
 
 def a(rid, item, kind="click", t=1):
@@ -38,3 +38,12 @@ def test_traffic_windows_count_failures_and_the_longest_failing_stretch():
                (6.0, False, 5), (9.0, True, 0.3)]
     assert t.window(0, 10) == (7, 4, 3.5, 0.9)  # the slowest answered feed, not a failed one
     assert t.window(5, 10) == (3, 1, 0.0, 0.9)
+
+
+def test_a_click_whose_features_were_never_logged_is_set_apart_not_called_a_lost_join():
+    acked = [a("r1", 1), a("r2", 2), a("r3", 3, "like")]
+    features = [{"request_id": "r1", "item_id": 1}, {"request_id": "r3", "item_id": 3}]
+    unlogged = unlogged_clicks(acked, features)
+    assert unlogged == [("r2", 2)]
+    t = examples_reconciled(acked, [{"request_id": "r1", "item_id": 1, "labels": {"click": 1}}], unlogged)
+    assert t.ok and t.expected == 1
