@@ -74,7 +74,7 @@ class Traffic:
     users: int = 200
     act_share: float = 0.5
     seed: int = 0
-    api_key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. the API key (secrets.api_headers)
     feeds: list[tuple[float, bool, float]] = field(default_factory=list)  # (time, answered 200, seconds)
     acked: list[dict] = field(default_factory=list)
     posts_failed: int = 0
@@ -84,8 +84,7 @@ class Traffic:
         self._lock = threading.Lock()
         self._rng = random.Random(self.seed)
         self._http = requests.Session()
-        if self.api_key:
-            self._http.headers["X-API-Key"] = self.api_key
+        self._http.headers.update(self.headers)
         self._thread = threading.Thread(target=self._run, name="chaos-traffic", daemon=True)
 
     def start(self) -> Traffic:
@@ -231,11 +230,10 @@ def run(cfg: FlywheelConfig, faults: list[str], gap_s: tuple[float, float] = (10
     rng = random.Random(seed)
     start = {t: reconcile.end_offsets(cfg, t)
              for t in (cfg.serving.actions_topic, cfg.joiner.examples_topic, cfg.serving.features_topic)}
-    traffic = Traffic(url, rate=rate, seed=seed, api_key=secrets.api_key(cfg)).start()
+    traffic = Traffic(url, rate=rate, seed=seed, headers=secrets.api_headers(cfg)).start()
     serving_ps = PSClient.from_config(cfg, role="serving")
     session = requests.Session()
-    if secrets.api_key(cfg):
-        session.headers["X-API-Key"] = secrets.api_key(cfg)
+    session.headers.update(secrets.api_headers(cfg))
 
     def probe(user: int) -> float | None:
         return probe_once(session, url, serving_ps, user, timeout_s=30)

@@ -216,7 +216,7 @@ class Keeper:
         return cfg.stack.root / "joiner-keeper.beat"
 
     @classmethod
-    def beating(cfg_cls, cfg: FlywheelConfig) -> bool:
+    def beating(cls, cfg: FlywheelConfig) -> bool:
         """True when a keeper finished a look within the last three intervals (its health)."""
-        path = cfg_cls.beat_path(cfg)
+        path = cls.beat_path(cfg)
         return path.exists() and time.time() - path.stat().st_mtime < 3 * cfg.joiner.keep_interval_s + 5

@@ -86,3 +86,9 @@ def tracking_uri(cfg: FlywheelConfig) -> str:
 def api_key(cfg: FlywheelConfig) -> str | None:
     """The model server's API key when ``serving.require_api_key`` is on, else None."""
     return value(cfg, API_KEY) if cfg.serving.require_api_key else None
+
+
+def api_headers(cfg: FlywheelConfig) -> dict[str, str]:
+    """The headers a client of the model server sends: ``X-API-Key`` when required, else none."""
+    key = api_key(cfg)
+    return {"X-API-Key": key} if key else {}
