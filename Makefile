@@ -71,7 +71,7 @@ test-integration: setup ## Integration tests only (starts and stops a stack on t
 
 chaos: up ## Kill each component once under traffic (DATA: MovieLens folder for the loop; ROUNDS=n), then reconcile: lost, doubled, recovery times
 	@$(FLYWHEEL) demo --data $(DATA) --watch-s 0
-	@$(FLYWHEEL) chaos --rounds $(or $(ROUNDS),1)
+	@$(FLYWHEEL) chaos --rounds $(or $(ROUNDS),1) --data $(DATA)
 
 fuzz: setup ## The fuzz tests with many more examples (FUZZ=n per boundary, default 500): the model server's API (OpenAPI), Kafka topics, PS deltas
 	@FLYWHEEL_FUZZ_EXAMPLES=$(or $(FUZZ),500) $(PYTEST) tests -m fuzz

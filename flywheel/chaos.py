@@ -6,6 +6,9 @@ The run (on a stack whose loop is up: ``flywheel demo`` first):
 1. :class:`Traffic` requests feeds for users of its own (IDs from :data:`USER_BASE`) and, for a
    share of them, posts a click (and sometimes a like) on the first item, recording every
    answer and every action the event collector acknowledged (202). It never re-posts.
+   With a MovieLens folder (``make chaos``), :class:`SimulatedTraffic` also replays it through
+   the simulator (sessions, skips, late actions, retries), and its acknowledged actions are
+   reconciled as well; the supervised simulator is stopped for the run.
 2. For each fault, at a random moment: SIGKILL the program's whole process group (what a
    crash or the OOM killer does). supervisord restarts it (Flink restarts the joiner after a
    TaskManager loss; the joiner keeper resubmits it after a JobManager loss). Measured: time
@@ -29,7 +32,9 @@ import random
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
@@ -65,68 +70,24 @@ class Outcome:
     slowest_feed_s: float = 0.0
 
 
-@dataclass
-class Traffic:
-    """Feeds and actions against the model server from a thread (see the module docstring)."""
+class Recorded:
+    """What a traffic source saw: each feed attempt (time sent, answered 200, seconds) and each
+    action the event collector acknowledged (202), as the wire dicts the reconciliation matches."""
 
-    url: str
-    rate: float = 5.0
-    users: int = 200
-    act_share: float = 0.5
-    seed: int = 0
-    headers: dict[str, str] = field(default_factory=dict)  # e.g. the API key (secrets.api_headers)
-    feeds: list[tuple[float, bool, float]] = field(default_factory=list)  # (time, answered 200, seconds)
-    acked: list[dict] = field(default_factory=list)
-    posts_failed: int = 0
-
-    def __post_init__(self):
-        self._stop = threading.Event()
+    def __init__(self):
+        self.feeds: list[tuple[float, bool, float]] = []
+        self.acked: list[dict] = []
+        self.sent: Counter = Counter()  # reconcile.action_key -> POST attempts carrying it
+        self.posts_failed = 0
         self._lock = threading.Lock()
-        self._rng = random.Random(self.seed)
-        self._http = requests.Session()
-        self._http.headers.update(self.headers)
-        self._thread = threading.Thread(target=self._run, name="chaos-traffic", daemon=True)
 
-    def start(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+    def feed_seen(self, sent: float, ok: bool, seconds: float) -> None:
+        with self._lock:
+            self.feeds.append((sent, ok, seconds))
 
     def users_touched(self) -> np.ndarray:
-        return np.arange(USER_BASE, USER_BASE + self.users, dtype=np.uint64)
-
-    def _run(self) -> None:
-        while not self._stop.wait(1.0 / self.rate):
-            user = USER_BASE + self._rng.randrange(self.users)
-            sent = time.time()
-            try:
-                got = self._http.get(f"{self.url}/feed", params={"user_id": user, "k": 5}, timeout=5)
-                ok = got.status_code == 200
-            except requests.RequestException:
-                ok = False
-            with self._lock:
-                self.feeds.append((sent, ok, time.time() - sent))
-            if ok and self._rng.random() < self.act_share:
-                self._act(user, got.json())
-
-    def _act(self, user: int, feed: dict) -> None:
-        item = feed["items"][0]["item_id"]
-        now = int(time.time() * 1000)
-        kinds = ["click", "like"] if self._rng.random() < 0.3 else ["click"]
-        events = [{"schema_version": 1, "request_id": feed["request_id"], "user_id": user, "item_id": item,
-                   "event_time": now, "action": kind} for kind in kinds]
-        try:
-            posted = self._http.post(f"{self.url}/events", json={"events": events}, timeout=12)
-        except requests.RequestException:
-            posted = None
         with self._lock:
-            if posted is not None and posted.status_code == 202:
-                self.acked.extend(events)
-            else:
-                self.posts_failed += 1
+            return np.array(sorted({a["user_id"] for a in self.acked}), dtype=np.uint64)
 
     def window(self, start: float, end: float) -> tuple[int, int, float, float]:
         """(feeds, failed, the longest run of consecutive failures in s, the slowest answered
@@ -143,6 +104,97 @@ class Traffic:
             else:
                 run_start = None
         return len(inside), failed, longest, slowest
+
+
+class Traffic(Recorded):
+    """Feeds and actions against the model server from a thread (see the module docstring)."""
+
+    def __init__(self, url: str, rate: float = 5.0, users: int = 200, act_share: float = 0.5, seed: int = 0,
+                 headers: dict[str, str] | None = None, post_timeout_s: float = 15.0):
+        super().__init__()
+        self.url, self.rate, self.users, self.act_share = url, rate, users, act_share
+        self.post_timeout_s = post_timeout_s  # above the server's wait for Kafka (serving.events_ack_timeout_s)
+        self._stop = threading.Event()
+        self._rng = random.Random(seed)
+        self._http = requests.Session()
+        self._http.headers.update(headers or {})  # e.g. the API key (secrets.api_headers)
+        self._thread = threading.Thread(target=self._run, name="chaos-traffic", daemon=True)
+        # posts on their own threads: a post waiting out a Kafka restart must not pause the feeds
+        self._posts = ThreadPoolExecutor(max_workers=8, thread_name_prefix="chaos-post")
+
+    def start(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self._posts.shutdown(wait=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0 / self.rate):
+            user = USER_BASE + self._rng.randrange(self.users)
+            sent = time.time()
+            try:
+                got = self._http.get(f"{self.url}/feed", params={"user_id": user, "k": 5}, timeout=5)
+                ok = got.status_code == 200
+            except requests.RequestException:
+                ok = False
+            self.feed_seen(sent, ok, time.time() - sent)
+            if ok and self._rng.random() < self.act_share:
+                self._posts.submit(self._act, user, got.json(), self._rng.random() < 0.3)
+
+    def _act(self, user: int, feed: dict, like: bool) -> None:
+        item = feed["items"][0]["item_id"]
+        now = int(time.time() * 1000)
+        kinds = ["click", "like"] if like else ["click"]
+        events = [{"schema_version": 1, "request_id": feed["request_id"], "user_id": user, "item_id": item,
+                   "event_time": now, "action": kind} for kind in kinds]
+        with self._lock:
+            self.sent.update(reconcile.action_key(e) for e in events)
+        try:
+            posted = self._http.post(f"{self.url}/events", json={"events": events}, timeout=self.post_timeout_s)
+        except requests.RequestException:
+            posted = None
+        with self._lock:
+            if posted is not None and posted.status_code == 202:
+                self.acked.extend(events)
+            else:
+                self.posts_failed += 1
+
+
+class SimulatedTraffic(Recorded):
+    """The MovieLens simulator (simulator/replay.py) as the run's second traffic source, in a
+    thread: its users' sessions, late actions and retries as ``flywheel simulate`` sends them,
+    each feed attempt and each acknowledged action recorded for the reconciliation. Its client
+    retries a post whose answer was lost, so an action the server took before a crash can reach
+    ``actions`` twice; the reconciliation reports that as doubled."""
+
+    def __init__(self, cfg: FlywheelConfig, data: str):
+        from simulator.replay import Simulator
+
+        super().__init__()
+        self.sim = Simulator.from_config(cfg, data=data, on_feed=self.feed_seen, on_accepted=self._accepted,
+                                         on_post=self._posting)
+        self._thread = threading.Thread(target=self.sim.run, name="chaos-simulator", daemon=True)
+
+    def start(self) -> SimulatedTraffic:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.sim.stop()  # posts the held-back (late) actions at once
+        self._thread.join(timeout=120)
+        self.sim.close()
+        self.posts_failed = int(self.sim.metrics.value("flywheel_simulator_errors_total", kind="unavailable") or 0)
+
+    def _accepted(self, actions) -> None:
+        with self._lock:
+            self.acked.extend(a.model_dump(mode="json", exclude_none=True) for a in actions)
+
+    def _posting(self, actions) -> None:
+        with self._lock:
+            self.sent.update(reconcile.action_key(a.model_dump(mode="json")) for a in actions)
 
 
 def kill(cfg: FlywheelConfig, program: str) -> int:
@@ -213,9 +265,15 @@ def table(outcomes: list[Outcome]) -> str:
 
 
 def run(cfg: FlywheelConfig, faults: list[str], gap_s: tuple[float, float] = (10, 30), rate: float = 5.0,
-        seed: int = 0, timeout_s: float = 240, settle_s: float = 180, echo=print) -> dict:
+        seed: int = 0, timeout_s: float = 240, settle_s: float = 180, data: str | None = None, echo=print) -> dict:
     """The whole run (module docstring); returns the report (also written as JSON). Raises
-    StackError naming the failed invariants and their IDs."""
+    StackError naming the failed invariants and their IDs.
+
+    Args:
+      data: a MovieLens folder: the simulator replays it in this process as a second traffic
+        source whose acknowledged actions are reconciled too (the supervised simulator is
+        stopped for the run); None: the run's own traffic only.
+    """
     from paramserver.client import PSClient
     from simulator.freshness import probe_once
 
@@ -230,7 +288,13 @@ def run(cfg: FlywheelConfig, faults: list[str], gap_s: tuple[float, float] = (10
     rng = random.Random(seed)
     start = {t: reconcile.end_offsets(cfg, t)
              for t in (cfg.serving.actions_topic, cfg.joiner.examples_topic, cfg.serving.features_topic)}
-    traffic = Traffic(url, rate=rate, seed=seed, headers=secrets.api_headers(cfg)).start()
+    simulating = sv.Supervisor(cfg).info().get("simulator", {}).get("statename") == "RUNNING"
+    if simulating:  # quiet for the reconciliation (and replayed here when `data` is given); started again at the end
+        echo("stopping the supervised simulator for the run")
+        sv.Supervisor(cfg).stop("simulator")
+    traffic = Traffic(url, rate=rate, seed=seed, headers=secrets.api_headers(cfg),
+                      post_timeout_s=cfg.serving.events_ack_timeout_s + 5).start()
+    sources: list[Recorded] = [traffic] + ([SimulatedTraffic(cfg, data).start()] if data else [])
     serving_ps = PSClient.from_config(cfg, role="serving")
     session = requests.Session()
     session.headers.update(secrets.api_headers(cfg))
@@ -246,15 +310,22 @@ def run(cfg: FlywheelConfig, faults: list[str], gap_s: tuple[float, float] = (10
             echo(table(outcomes[-1:]).splitlines()[1])
         time.sleep(rng.uniform(*gap_s))
     finally:
-        traffic.stop()
-    simulating = sv.Supervisor(cfg).info().get("simulator", {}).get("statename") == "RUNNING"
-    if simulating:  # quiet, so that the trainer and the sync catch up and the PSs can be compared
-        echo("stopping the simulator for the reconciliation (started again afterwards)")
-        sv.Supervisor(cfg).stop("simulator")
-    report = {"faults": [asdict(o) for o in outcomes], "feeds": len(traffic.feeds),
-              "actions_acked": len(traffic.acked), "posts_failed": traffic.posts_failed}
+        for source in sources:
+            source.stop()
+    acked = [a for source in sources for a in source.acked]
+    sent = sum((source.sent for source in sources), Counter())
+    users = np.unique(np.concatenate([source.users_touched() for source in sources]))
+    report = {"faults": [asdict(o) for o in outcomes], "feeds": len(traffic.feeds), "actions_acked": len(acked),
+              "posts_failed": traffic.posts_failed}
+    if data:
+        simulated = sources[1]
+        report["simulator"] = {"feeds": len(simulated.feeds), "feeds_failed": sum(not ok for _, ok, _ in simulated.feeds),
+                               "actions_acked": len(simulated.acked), "sessions": simulated.sim.sessions_done,
+                               "counters": simulated.sim.metrics.summary()}
+        echo(f"simulator: {simulated.sim.sessions_done} sessions, {len(simulated.feeds)} feed attempts "
+             f"({report['simulator']['feeds_failed']} failed), {len(simulated.acked)} actions acknowledged")
     try:
-        tallies = _reconcile(cfg, start, traffic, settle_s, report, echo)
+        tallies = _reconcile(cfg, start, acked, sent, users, settle_s, report, echo)
     finally:
         serving_ps.close()
         if simulating:
@@ -265,6 +336,8 @@ def run(cfg: FlywheelConfig, faults: list[str], gap_s: tuple[float, float] = (10
         echo(t.line())
     echo(f"acknowledged clicks on feeds whose features a model-server crash lost before logging (cannot join): "
          f"{len(report['clicks_on_unlogged_features'])} {report['clicks_on_unlogged_features'][:5]}")
+    echo(f"acknowledged actions written again by a client's retry after a lost answer (the joiner merges them): "
+         f"{len(report['rewritten_by_retries'])} {report['rewritten_by_retries'][:5]}")
     echo(f"serving PS = training PS for {report['converged']['rows']} rows: max |diff| "
          f"{report['converged']['max_diff']:.2e} ({'ok' if report['converged']['ok'] else 'FAILED'})")
     out_dir = REPO_ROOT / "build" / "chaos"
@@ -279,15 +352,15 @@ def run(cfg: FlywheelConfig, faults: list[str], gap_s: tuple[float, float] = (10
     return report
 
 
-def _reconcile(cfg, start, traffic: Traffic, settle_s: float, report: dict, echo) -> list[reconcile.Tally]:
+def _reconcile(cfg, start, acked: list[dict], sent: Counter, users: np.ndarray, settle_s: float, report: dict,
+               echo) -> list[reconcile.Tally]:
     from paramserver.client import PSClient
 
-    echo(f"reconciling {len(traffic.acked)} acknowledged actions (waiting up to {settle_s:.0f}s for the loop)")
-    acked = list(traffic.acked)
+    echo(f"reconciling {len(acked)} acknowledged actions (waiting up to {settle_s:.0f}s for the loop)")
     deadline = time.monotonic() + settle_s
     while True:  # the joiner emits on checkpoints: wait until every click is joined, or time is up
-        actions = reconcile.actions_reconciled(acked, reconcile.read_topic(cfg, cfg.serving.actions_topic,
-                                                                           start[cfg.serving.actions_topic]))
+        written = reconcile.read_topic(cfg, cfg.serving.actions_topic, start[cfg.serving.actions_topic])
+        actions = reconcile.actions_reconciled(acked, written, sent)
         unlogged = reconcile.unlogged_clicks(acked, reconcile.read_topic(cfg, cfg.serving.features_topic,
                                                                          start[cfg.serving.features_topic]))
         examples = reconcile.examples_reconciled(acked, reconcile.read_topic(cfg, cfg.joiner.examples_topic,
@@ -297,7 +370,7 @@ def _reconcile(cfg, start, traffic: Traffic, settle_s: float, report: dict, echo
         time.sleep(5)
     training, serving = PSClient.from_config(cfg, role="training"), PSClient.from_config(cfg, role="serving")
     items = np.array(sorted({a["item_id"] for a in acked}), np.uint64)
-    ids = {"user_id": traffic.users_touched(), "item_id": items}
+    ids = {"user_id": users, "item_id": items}
     result = (False, float("inf"), 0)
     while time.monotonic() < deadline + 60:  # the trainer's last batch, then one sync interval
         result = reconcile.converged(training, serving, ids)
@@ -309,6 +382,7 @@ def _reconcile(cfg, start, traffic: Traffic, settle_s: float, report: dict, echo
     serving.close()
     report["converged"] = {"ok": result[0], "max_diff": result[1], "rows": result[2]}
     report["clicks_on_unlogged_features"] = [list(k) for k in unlogged]  # a known loss: README, Guarantees
+    report["rewritten_by_retries"] = [list(k) for k in reconcile.rewritten_by_retries(acked, written, sent)]
     report["invariants"] = [asdict(t) | {"ok": t.ok} for t in (actions, examples, applied)]
     return [actions, examples, applied]
 

@@ -376,6 +376,9 @@ def chaos(
     gap_s: Annotated[str, typer.Option(help="random wait before each fault, MIN-MAX seconds")] = "10-30",
     rate: Annotated[float, typer.Option(help="the run's own feed requests per second")] = 5.0,
     seed: Annotated[int, typer.Option(help="for the waits and the traffic")] = 0,
+    data: Annotated[Optional[str], typer.Option(
+        help="a MovieLens folder: the simulator replays it as a second traffic source whose actions are "
+             "reconciled too (default: simulator.data; none: the run's own traffic only)")] = None,
 ):
     """SIGKILL the stack's components one at a time under traffic; then reconcile the topics and
     the parameter servers and print what was lost, doubled, and how long each took to recover.
@@ -387,8 +390,9 @@ def chaos(
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     names = list(chaos_run.FAULTS) if faults == "all" else [f.strip() for f in faults.split(",") if f.strip()]
     low, _, high = gap_s.partition("-")
-    chaos_run.run(load_config(), names * rounds, gap_s=(float(low), float(high or low)), rate=rate, seed=seed,
-                  echo=typer.echo)
+    cfg = load_config()
+    chaos_run.run(cfg, names * rounds, gap_s=(float(low), float(high or low)), rate=rate, seed=seed,
+                  data=data or cfg.simulator.data, echo=typer.echo)
 
 
 @app.command()

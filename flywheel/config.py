@@ -80,6 +80,9 @@ class StackConfig(_Section):
     state_dir: Path = Path(".flywheel")
     startup_timeout_s: float = Field(180, gt=0)
     background_nice: int = Field(10, ge=0, le=19)  # CPU niceness of programs off the feed path
+    # "nice": they run at background_nice; "idle": under SCHED_IDLE (chrt --idle), so they get a
+    # core only when the model server and serving PS leave it free
+    background_policy: Literal["nice", "idle"] = "nice"
 
     @field_validator("host", "bind_host")
     @classmethod
@@ -269,6 +272,9 @@ class ServingConfig(_Section):
     task_weights: dict[str, float] = {"click": 1.0, "like": 1.0, "finish": 0.5}  # feed score = sum w * p(task)
     max_events: int = Field(500, ge=1)  # actions per POST /events
     max_body_bytes: int = Field(1_048_576, ge=1024)  # larger request bodies get 413
+    # POST /events waits this long for Kafka's ack, then answers 503; the producer gives unsent
+    # records up by then too (delivery_timeout_ms), so a 503 means "not written", bar a lost ack
+    events_ack_timeout_s: float = Field(10, ge=1, le=120)
     history: int = Field(10, ge=0)  # recent items per user kept for the history slot
     reload_interval_s: float = Field(10, gt=0)  # how often the champion alias is checked
     features_topic: str = "features"

@@ -2,7 +2,7 @@
 
 - ``GET /feed?user_id=&k=``: Deep Retrieval then MMoE (serving/feed.py) with the ``champion``
   model and the serving PS's embeddings; each shown item's features go to Kafka ``features``
-  under the response's ``request_id``. 503 until a champion exists.
+  under the response's ``request_id``. 503 until a champion exists, and (with Retry-After) while the serving PS does not answer.
 - ``POST /events``: actions (the ``Action`` schema of streaming/schemas.py: one object, a
   list, or ``{"events": [...]}``), validated all-or-nothing, produced to Kafka ``actions``
   keyed by user, and acknowledged (202) only once Kafka has them. A click, like, finish or
@@ -52,6 +52,7 @@ from serving.feed import FeedBuilder, NoModel, log_features
 from serving.history import Histories
 from serving.metrics import ServingMetrics
 from serving.panels import Panels
+from paramserver.client import TRANSIENT as PS_DOWN
 from streaming.schemas import INT63_MAX, TASK_OF_ACTION, Action, SchemaError, encode, key_of, parse_action, wire_schema
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class Problem(BaseModel):
 def documented(*statuses: int) -> dict:
     """The OpenAPI ``responses`` of an operation's error statuses (all carry a :class:`Problem`)."""
     what = {400: "bad request", 401: "missing or wrong X-API-Key", 413: "too large", 422: "invalid input",
-            503: "not now: no champion yet, shed, or Kafka down; retry"}
+            503: "not now: no champion yet, shed, the serving PS restarting, or Kafka down; retry"}
     return {code: {"model": Problem, "description": what[code]} for code in statuses}
 
 
@@ -175,8 +176,12 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
         # features go through their own producer, batched longer (fewer sends for its I/O
         # thread, which otherwise takes the GIL from the feed workers hundreds of times a second)
         # idempotent: a send the producer retries after a broker failure is written once
+        # ... and given up within the wait of POST /events, so that a 503 (the client retries) is
+        # not followed by the same records written late from the buffer (a double)
+        wait_ms = int(s.events_ack_timeout_s * 1000)
         state["producer"] = producer or KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all",
-                                                      linger_ms=5, retries=5, enable_idempotence=True)
+                                                      linger_ms=5, retries=5, enable_idempotence=True,
+                                                      request_timeout_ms=wait_ms - 500, delivery_timeout_ms=wait_ms)
         state["features"] = producer or KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all",
                                                       linger_ms=s.features_linger_ms, retries=5,
                                                       enable_idempotence=True)
@@ -239,6 +244,12 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
         except NoModel as exc:
             metrics.feed_requests.labels("503").inc()
             return problem(503, str(exc))
+        except PS_DOWN as exc:  # the serving PS restarts (its client already retried): a 503 to retry, not a 500
+            metrics.feed_requests.labels("503").inc()
+            metrics.ps_unavailable.inc()
+            log.warning("feed for user %s: the serving PS did not answer: %s", user_id, exc)
+            return problem(503, f"the serving parameter server did not answer ({type(exc).__name__}); retry in a second",
+                           headers={"Retry-After": "1"})
         built = time.perf_counter()
         log_features(state["features"], s.features_topic, served)
         timings["log"] = time.perf_counter() - built
@@ -289,7 +300,7 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
                            invalid=errors)
         futures = [state["producer"].send(s.actions_topic, key=key_of(a), value=encode(a)) for a in actions]
         try:
-            await acknowledged(futures, timeout_s=10)
+            await acknowledged(futures, timeout_s=s.events_ack_timeout_s + 1)  # the producer fails them first
         except Exception as exc:  # Kafka down: the client retries; nothing is acknowledged
             metrics.events.labels("unavailable").inc(len(actions))
             return problem(503, f"Kafka did not take the events ({exc}); retry later")

@@ -9,6 +9,7 @@
 | ``flywheel_serving_feed_items_total`` | counter | items served (and logged to Kafka ``features``) |
 | ``flywheel_serving_events_total{result}`` | counter | actions posted: ``accepted``, ``invalid``, ``refused`` (size limits), ``unavailable`` (Kafka down) |
 | ``flywheel_serving_invalid_events_total{reason}`` | counter | invalid actions by schema reason |
+| ``flywheel_serving_ps_unavailable_total`` | counter | feeds answered 503 because the serving PS did not answer (it restarts) |
 | ``flywheel_serving_unauthorized_total`` | counter | requests refused for a missing or wrong ``X-API-Key`` (``serving.require_api_key``) |
 | ``flywheel_serving_model_info{version}`` | gauge | 1 for the model version being served |
 | ``flywheel_serving_model_loaded_timestamp_seconds`` | gauge | when that version was loaded (unix s) |
@@ -31,6 +32,8 @@ class ServingMetrics:
         self.feed_latency = Histogram("flywheel_serving_feed_latency_seconds", "feed latency per stage (s)",
                                       ["stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.shed = Counter("flywheel_serving_feeds_shed", "feeds refused: too many in flight", registry=r)
+        self.ps_unavailable = Counter("flywheel_serving_ps_unavailable", "feeds answered 503: the serving PS did "
+                                      "not answer (restarting)", registry=r)
         self.in_flight = Gauge("flywheel_serving_feeds_in_flight", "feeds being computed now", registry=r)
         self.feed_items = Counter("flywheel_serving_feed_items", "items served and logged", registry=r)
         self.events = Counter("flywheel_serving_events", "actions posted, by result", ["result"], registry=r)

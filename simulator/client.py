@@ -61,21 +61,34 @@ class ModelServerClient:
       base_url: e.g. ``http://127.0.0.1:8000``.
       metrics: where requests, actions and errors are counted.
       timeout_s: per HTTP request (connect and read), seconds.
+      post_timeout_s: per ``POST /events``; longer than the server's wait for Kafka
+        (``serving.events_ack_timeout_s``), so that a post is not retried while the server may
+        still write it (None: ``timeout_s``).
       min_backoff_s, max_backoff_s: the first and the longest wait between retries, seconds.
       max_events: actions per ``POST /events`` (``serving.max_events``); more are split.
       should_stop: polled after each failed attempt; True ends the retries with :class:`GaveUp`.
       api_key: sent as ``X-API-Key`` (the server's ``serving.require_api_key``); None: no header.
+      on_feed: called after each ``GET /feed`` attempt with (wall time sent, answered 200, seconds).
+      on_accepted: called with the actions of each ``POST /events`` the server accepted (202);
+        ``make chaos`` reconciles them against the topics (flywheel/chaos.py).
+      on_post: called with the actions of each ``POST /events`` attempt, before it is sent.
     """
 
     def __init__(self, base_url: str, metrics: SimulatorMetrics, *, timeout_s: float = 5.0,
+                 post_timeout_s: float | None = None,
                  min_backoff_s: float = 0.5, max_backoff_s: float = 30.0, max_events: int = 500,
-                 should_stop: Callable[[], bool] = lambda: False, api_key: str | None = None):
+                 should_stop: Callable[[], bool] = lambda: False, api_key: str | None = None,
+                 on_feed: Callable[[float, bool, float], None] | None = None,
+                 on_accepted: Callable[[list[Action]], None] | None = None,
+                 on_post: Callable[[list[Action]], None] | None = None):
         self.base_url = base_url.rstrip("/")
         self.metrics = metrics
         self.timeout_s = timeout_s
+        self.post_timeout_s = post_timeout_s or timeout_s
         self.wait = wait_exponential(multiplier=min_backoff_s, min=min_backoff_s, max=max_backoff_s)
         self.max_events = max_events
         self.should_stop = should_stop
+        self.on_feed, self.on_accepted, self.on_post = on_feed, on_accepted, on_post
         self.http = requests.Session()
         if api_key:
             self.http.headers["X-API-Key"] = api_key
@@ -108,13 +121,17 @@ class ModelServerClient:
 
     # -- one attempt each --------------------------------------------------------------------
     def _get_feed(self, user_id: int, k: int) -> Feed | None:
-        started = time.perf_counter()
+        started, sent = time.perf_counter(), time.time()
         try:
             response = self._send("GET", "/feed", params={"user_id": user_id, "k": k})
         except requests.RequestException:
             self.metrics.feed_requests.labels("error").inc()
+            if self.on_feed:
+                self.on_feed(sent, False, time.perf_counter() - started)
             raise
         self.metrics.feed_latency.observe(time.perf_counter() - started)
+        if self.on_feed:
+            self.on_feed(sent, response.status_code == 200, time.perf_counter() - started)
         self.metrics.feed_requests.labels(str(response.status_code)).inc()
         if response.status_code == 503:
             self.metrics.errors.labels("no_model").inc()
@@ -132,7 +149,9 @@ class ModelServerClient:
 
     def _post_events(self, actions: list[Action], late: bool) -> int:
         body = {"events": [a.model_dump(mode="json", exclude_none=True) for a in actions]}
-        response = self._send("POST", "/events", json=body)
+        if self.on_post:
+            self.on_post(actions)
+        response = self._send("POST", "/events", json=body, timeout=self.post_timeout_s)
         if response.status_code == 503:
             self.metrics.errors.labels("unavailable").inc()
             raise Unavailable(_error_of(response))
@@ -141,14 +160,16 @@ class ModelServerClient:
             return 0
         for a in actions:
             self.metrics.actions.labels(a.action).inc()
+        if self.on_accepted:
+            self.on_accepted(actions)
         if late:
             self.metrics.late_actions.inc(len(actions))
         return len(actions)
 
-    def _send(self, method: str, path: str, **kwargs) -> requests.Response:
+    def _send(self, method: str, path: str, timeout: float | None = None, **kwargs) -> requests.Response:
         """One HTTP request; a connection error or timeout is counted and re-raised for the retry."""
         try:
-            return self.http.request(method, self.base_url + path, timeout=self.timeout_s, **kwargs)
+            return self.http.request(method, self.base_url + path, timeout=timeout or self.timeout_s, **kwargs)
         except requests.RequestException as exc:
             self.metrics.errors.labels("timeout" if isinstance(exc, requests.Timeout) else "connection").inc()
             raise

@@ -96,11 +96,12 @@ class Simulator:
 
     @classmethod
     def from_config(cls, cfg: FlywheelConfig, data: str | None = None, speedup: float | None = None,
-                    rate: float | None = None, metrics: SimulatorMetrics | None = None) -> Simulator:
+                    rate: float | None = None, metrics: SimulatorMetrics | None = None, **client) -> Simulator:
         """The simulator the ``simulator`` config describes, against ``stack.host:serving.port``.
 
         Args:
           data, speedup, rate: override ``simulator.data``, ``.speedup``, ``.rate`` (None: the config's).
+          **client: more :class:`ModelServerClient` arguments (on_feed, on_accepted).
 
         Raises:
           ConfigError: ``simulator.k`` is above ``serving.max_k``.
@@ -115,8 +116,9 @@ class Simulator:
         return cls(population, f"http://{cfg.stack.host}:{cfg.serving.port}", k=s.k,
                    speedup=s.speedup if speedup is None else speedup, rate=s.rate if rate is None else rate,
                    late_share=s.late_share, late_delay_s=s.late_delay_s, drift_after_s=s.drift_after_s,
-                   seed=s.seed, metrics=metrics, timeout_s=s.timeout_s, max_backoff_s=s.max_backoff_s,
-                   max_events=cfg.serving.max_events, api_key=secrets.api_key(cfg))
+                   seed=s.seed, metrics=metrics, timeout_s=s.timeout_s,
+                   post_timeout_s=max(s.timeout_s, cfg.serving.events_ack_timeout_s + 5), max_backoff_s=s.max_backoff_s,
+                   max_events=cfg.serving.max_events, api_key=secrets.api_key(cfg), **client)
 
     # -- the run -----------------------------------------------------------------------------
     def run(self, once: bool = False, duration_s: float | None = None, users: int | None = None) -> int:

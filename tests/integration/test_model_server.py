@@ -5,6 +5,7 @@ test_daily_retrain)."""
 
 import json
 import os
+import socket
 import threading
 import time
 import uuid
@@ -19,9 +20,12 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 
+from models.bundle import load_bundle
+from paramserver.client import PSClient
 from serving.app import create_app
 from serving.catalogue import Catalogue
-from tests.serving_models import StaticLoader, tables, trained_loader
+from serving.loader import Loaded
+from tests.serving_models import DIMS, StaticLoader, tables, trained_loader
 
 pytestmark = pytest.mark.integration
 T = 1_750_000_000_000
@@ -215,6 +219,28 @@ def test_feeds_beyond_the_in_flight_limit_are_shed_with_retry_after(stack, tmp_p
     finally:
         release.set()
         s.stop()
+
+
+def test_a_feed_while_the_serving_ps_does_not_answer_is_a_503_to_retry_not_a_500(stack, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bundle")
+    trained_loader(folder)
+    with socket.socket() as sock:  # a port nobody listens on: the serving PS is down (restarting)
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    down = PSClient([f"grpc+tcp://127.0.0.1:{dead}"], DIMS, timeout_s=1, retries=1)
+    ranker, retriever, meta = load_bundle(folder, down)
+    loader = StaticLoader(Loaded("7", ranker, retriever, meta, time.time()))
+    s = Server(create_app(stack, source=down, loader=loader, catalogue=Catalogue()), stack.serving.port + 4)
+    try:
+        got = requests.get(f"{s.url}/feed", params={"user_id": 1}, timeout=30)
+        assert got.status_code == 503 and got.headers["Retry-After"] == "1", got.text
+        assert "serving parameter server did not answer" in got.json()["error"]
+        text = requests.get(f"{s.url}/metrics/", timeout=30).text
+        assert "flywheel_serving_ps_unavailable_total 1.0" in text
+        assert 'flywheel_serving_feed_requests_total{status="503"} 1.0' in text
+    finally:
+        s.stop()
+        down.close()
 
 
 def test_with_an_api_key_required_the_feed_events_and_demo_api_refuse_requests_without_it(

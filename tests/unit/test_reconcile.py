@@ -2,7 +2,9 @@
 which clicks were never joined, and the failing stretches of the feed."""
 
 from flywheel.chaos import Traffic
-from flywheel.reconcile import actions_reconciled, examples_reconciled, unlogged_clicks
+from collections import Counter
+
+from flywheel.reconcile import action_key, actions_reconciled, examples_reconciled, rewritten_by_retries, unlogged_clicks
 
 
 def a(rid, item, kind="click", t=1):
@@ -17,6 +19,16 @@ def test_lost_and_doubled_actions_are_named_and_others_ignored():
     assert t.lost == [("r2", 2, "click", 1)]  # a different event time is another action
     assert t.doubled == [("r1", 1, "like", 1)]
     assert actions_reconciled(acked[:1], written[:1]).ok
+
+
+def test_an_action_the_client_posted_twice_may_be_written_twice_but_not_three_times():
+    acked = [a("r1", 1), a("r2", 2)]
+    written = [a("r1", 1), a("r1", 1), a("r2", 2), a("r2", 2), a("r2", 2)]
+    sent = Counter({action_key(acked[0]): 2, action_key(acked[1]): 2})  # each retried once after a lost answer
+    t = actions_reconciled(acked, written, sent)
+    assert t.doubled == [("r2", 2, "click", 1)]  # three writes from two posts: the server's or Kafka's fault
+    assert rewritten_by_retries(acked, written, sent) == [("r1", 1, "click", 1)]
+    assert actions_reconciled(acked, written, Counter()).doubled == [("r1", 1, "click", 1), ("r2", 2, "click", 1)]
 
 
 def test_a_click_is_joined_only_by_an_example_labelled_click_and_a_repeated_emission_is_doubled():

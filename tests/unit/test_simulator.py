@@ -217,7 +217,9 @@ def fast(population: Population, url: str, **kwargs) -> Simulator:
 
 def test_replay_posts_valid_actions_on_the_feeds_it_got_and_retries_503(population):
     server = FakeModelServer(held_out_first(population), no_model=2)
-    sim = fast(population, server.url, late_share=0.4, late_delay_s=0.3)
+    seen, accepted = [], []
+    sim = fast(population, server.url, late_share=0.4, late_delay_s=0.3, on_feed=lambda *a: seen.append(a),
+               on_accepted=accepted.extend)
     try:
         sessions = sim.run(once=True, users=5)
     finally:
@@ -229,6 +231,10 @@ def test_replay_posts_valid_actions_on_the_feeds_it_got_and_retries_503(populati
     assert m.value("flywheel_simulator_feed_requests_total", status="200") == sessions
     assert m.value("flywheel_simulator_errors_total", kind="no_model") == 2
     assert m.value("flywheel_simulator_feed_latency_seconds_count") == sessions + 2
+    assert [ok for _, ok, _ in seen] == [False, False] + [True] * sessions  # every attempt, for make chaos
+    wire = lambda e: json.dumps(e, sort_keys=True)  # noqa: E731
+    assert sorted(wire(a.model_dump(mode="json", exclude_none=True)) for a in accepted) == sorted(
+        wire(e) for e in server.events)  # each action the server accepted, once
 
     actions = [parse_action(json.dumps(e)) for e in server.events]  # valid on the wire
     assert actions
