@@ -80,9 +80,6 @@ class StackConfig(_Section):
     state_dir: Path = Path(".flywheel")
     startup_timeout_s: float = Field(180, gt=0)
     background_nice: int = Field(10, ge=0, le=19)  # CPU niceness of programs off the feed path
-    # "nice": they run at background_nice; "idle": under SCHED_IDLE (chrt --idle), so they get a
-    # core only when the model server and serving PS leave it free
-    background_policy: Literal["nice", "idle"] = "nice"
 
     @field_validator("host", "bind_host")
     @classmethod
@@ -221,6 +218,8 @@ class ParamServerConfig(_Section):
     snapshot_max_age_days: float = Field(7, gt=0)  # younger snapshots are kept whatever their rank
     rpc_timeout_s: float = Field(5.0, gt=0)
     rpc_retries: int = Field(3, ge=0)
+    # every Flight RPC must carry the bearer token FLYWHEEL_PS_TOKEN (flywheel/secrets.py)
+    require_token: bool = True
     tables: dict[str, PsTableConfig] = Field(default_factory=dict)
 
     _ports = field_validator("training_port", "serving_port", "metrics_port")(_check_port)

@@ -30,7 +30,9 @@ MLFLOW_SECRET_KEY = Secret("mlflow_flask_secret_key", "FLYWHEEL_MLFLOW_SECRET_KE
                            "MLflow server's CSRF/session signing key")
 API_KEY = Secret("serving_api_key", "FLYWHEEL_API_KEY",
                  "X-API-Key of the model server's /feed, /events and /demo/api (serving.require_api_key)")
-ALL = (MLFLOW_PASSWORD, MLFLOW_SECRET_KEY, API_KEY)
+PS_TOKEN = Secret("paramserver_token", "FLYWHEEL_PS_TOKEN",
+                  "bearer token of the parameter servers' Flight RPCs (paramserver.require_token)")
+ALL = (MLFLOW_PASSWORD, MLFLOW_SECRET_KEY, API_KEY, PS_TOKEN)
 
 
 def folder(cfg: FlywheelConfig) -> Path:
@@ -92,3 +94,8 @@ def api_headers(cfg: FlywheelConfig) -> dict[str, str]:
     """The headers a client of the model server sends: ``X-API-Key`` when required, else none."""
     key = api_key(cfg)
     return {"X-API-Key": key} if key else {}
+
+
+def ps_token(cfg: FlywheelConfig) -> str | None:
+    """The parameter servers' token when ``paramserver.require_token`` is on, else None."""
+    return value(cfg, PS_TOKEN) if cfg.paramserver.require_token else None

@@ -32,11 +32,14 @@ TRANSIENT = (flight.FlightUnavailableError, flight.FlightTimedOutError, flight.F
 class PSClient:
     """Talks to every shard of one PS role."""
 
-    def __init__(self, addresses: list[str], dims: dict[str, int], timeout_s: float = 5.0, retries: int = 3):
+    def __init__(self, addresses: list[str], dims: dict[str, int], timeout_s: float = 5.0, retries: int = 3,
+                 token: str | None = None):
         self.addresses, self.dims = addresses, dims
         self.shards = len(addresses)
         self._clients = [flight.FlightClient(a) for a in addresses]
-        self._options = flight.FlightCallOptions(timeout=timeout_s)
+        # the shards' bearer token (paramserver.require_token), on every call
+        self._headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+        self._options = flight.FlightCallOptions(timeout=timeout_s, headers=self._headers)
         self._pool = ThreadPoolExecutor(max_workers=self.shards, thread_name_prefix="ps-client")
         self._incarnations: dict[int, str] = {}
         self._retrying = retry(
@@ -46,10 +49,13 @@ class PSClient:
 
     @classmethod
     def from_config(cls, cfg, role: str = "training") -> PSClient:
+        from flywheel import secrets
+
         ps = cfg.paramserver
         host = cfg.stack.host_of(f"paramserver_{role}")
         return cls([f"grpc+tcp://{host}:{ps.port(role, i)}" for i in range(ps.shards)],
-                   {name: t.dim for name, t in ps.tables.items()}, ps.rpc_timeout_s, ps.rpc_retries)
+                   {name: t.dim for name, t in ps.tables.items()}, ps.rpc_timeout_s, ps.rpc_retries,
+                   token=secrets.ps_token(cfg))
 
     def call_action(self, shard: int, kind: str, body, timeout_s: float | None = None):
         """One Flight action on one shard, retried on transient errors; returns the result
@@ -57,7 +63,8 @@ class PSClient:
         return self._retrying(shard, kind, body, timeout_s)
 
     def _call_once(self, shard: int, kind: str, body, timeout_s: float | None = None):
-        options = self._options if timeout_s is None else flight.FlightCallOptions(timeout=timeout_s)
+        options = self._options if timeout_s is None else flight.FlightCallOptions(timeout=timeout_s,
+                                                                                   headers=self._headers)
         results = list(self._clients[shard].do_action(flight.Action(kind, body), options))
         if kind == "pull_many":
             return [r.body for r in results]

@@ -9,6 +9,7 @@ Served on ``stack.host`` at ``paramserver.metrics_port(role, shard)``:
 | ``flywheel_ps_uptime_seconds`` | gauge | since the process started |
 | ``flywheel_ps_pulled_ids_per_second``, ``flywheel_ps_pushed_ids_per_second`` | gauge | IDs per second over the last few seconds |
 | ``flywheel_ps_duplicate_pushes_total`` | counter | pushes recognised as retries and not applied again |
+| ``flywheel_ps_unauthenticated_total`` | counter | calls refused for a missing or wrong bearer token (``paramserver.require_token``) |
 | ``flywheel_ps_rows{table}``, ``flywheel_ps_bytes{table}`` | gauge | rows held; bytes (rows + index + admission sketch) |
 | ``flywheel_ps_admitted_total{table}``, ``flywheel_ps_evicted_total{table}`` | counter | rows created after admission; rows expired |
 | ``flywheel_ps_sync_rows_total`` | counter | training: rows shipped to the deltas topic; serving: rows applied from it |
@@ -48,6 +49,10 @@ class PSCollector:
         dup = CounterMetricFamily("flywheel_ps_duplicate_pushes", "retried pushes not applied again", labels=keys)
         dup.add_metric(values, s["duplicate_pushes"])
         yield dup
+        refused = CounterMetricFamily("flywheel_ps_unauthenticated", "calls refused: no or a wrong bearer token",
+                                      labels=keys)
+        refused.add_metric(values, s.get("unauthenticated", 0))
+        yield refused
         per_table = {
             "rows": GaugeMetricFamily("flywheel_ps_rows", "rows held", labels=keys + ["table"]),
             "bytes": GaugeMetricFamily("flywheel_ps_bytes", "bytes held: rows, index, admission sketch",

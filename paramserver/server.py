@@ -14,6 +14,7 @@ Bodies and results are Arrow IPC messages (:mod:`paramserver.wire`), except stat
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 import time
@@ -94,11 +95,36 @@ class _Rate:
             return sum(n for t, n in self.times if t >= now - self.window_s) / self.window_s
 
 
-class ParamServer(flight.FlightServerBase):
-    """One shard of the training or serving parameter server."""
+class TokenCheck(flight.ServerMiddlewareFactory):
+    """Refuses every call whose ``authorization`` header is not ``Bearer <token>``
+    (UNAUTHENTICATED, with what to do), counting the refusals."""
 
-    def __init__(self, location: str, tables: dict[str, EmbeddingTable], role: str, shard: int, shards: int):
-        super().__init__(location)
+    def __init__(self, token: str):
+        self.expected = f"Bearer {token}".encode()
+        self.refused = 0
+
+    def start_call(self, info, headers):
+        given = (headers.get("authorization") or [""])[0]
+        given = given.encode() if isinstance(given, str) else given
+        if not hmac.compare_digest(given, self.expected):
+            self.refused += 1
+            raise flight.FlightUnauthenticatedError(
+                f"{info.method} refused: no or a wrong bearer token; clients take it from FLYWHEEL_PS_TOKEN or the "
+                "stack's secrets/paramserver_token (paramserver.require_token)")
+        return None
+
+
+class ParamServer(flight.FlightServerBase):
+    """One shard of the training or serving parameter server.
+
+    Args:
+      token: when given, every call must carry it (:class:`TokenCheck`); None: open.
+    """
+
+    def __init__(self, location: str, tables: dict[str, EmbeddingTable], role: str, shard: int, shards: int,
+                 token: str | None = None):
+        self.token_check = TokenCheck(token) if token else None
+        super().__init__(location, middleware={"token": self.token_check} if token else None)
         if role not in ("training", "serving"):
             raise ValueError(f"role must be training or serving, got {role!r}")
         self.tables, self.role, self.shard, self.shards = tables, role, shard, shards
@@ -280,4 +306,5 @@ class ParamServer(flight.FlightServerBase):
             "tables": {name: t.stats() for name, t in self.tables.items()},
             "sync": self.sync_status, "restored_from": self.restored,
             "ledger": self.ledger.summary() if self.role == "training" else None,
+            "unauthenticated": self.token_check.refused if self.token_check else 0,
         }

@@ -10,6 +10,7 @@ import logging
 import signal
 import threading
 
+from flywheel import secrets
 from flywheel.config import FlywheelConfig
 from flywheel.hdfs import webhdfs
 from paramserver import snapshots
@@ -119,7 +120,7 @@ def run(cfg: FlywheelConfig, role: str, shard: int, restore: str = "latest",
         start = manifest["delta_offset"] if manifest else None
         sync = DeltaSubscriber(tables, shard, cfg.kafka_bootstrap, ps.deltas_topic, status,
                                start_offset=start, on_reset=_reloader(cfg, tables, shard))
-    server = ParamServer(location, tables, role, shard, ps.shards)  # listens from here on
+    server = ParamServer(location, tables, role, shard, ps.shards, token=secrets.ps_token(cfg))  # listens from here on
     server.restored, server.sync_status = manifest, status
     serve_metrics(server, cfg.stack.bind, ps.metrics_port_of(role, shard))
     if role == "training":

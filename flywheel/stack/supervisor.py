@@ -38,16 +38,11 @@ def _env_value(value: str) -> str:
 
 
 def _command(cfg: FlywheelConfig, prog: Program) -> list[str]:
-    """``prog``'s command; a program off the feed path runs under ``nice`` (or with
-    ``stack.background_policy: idle``, under SCHED_IDLE) so that its bursts (a Flink
-    checkpoint, a training step) wait for the model server and serving PS, not the other way
-    round."""
-    if prog.serves_requests:
-        return prog.command
-    if cfg.stack.background_policy == "idle":
-        return ["chrt", "--idle", "0", *prog.command]
+    """``prog``'s command; a program off the feed path runs under ``nice`` so that its bursts
+    (a Flink checkpoint, a training step) wait for the model server and serving PS, not the
+    other way round."""
     nice = cfg.stack.background_nice
-    return prog.command if not nice else ["nice", "-n", str(nice), *prog.command]
+    return prog.command if prog.serves_requests or not nice else ["nice", "-n", str(nice), *prog.command]
 
 
 def _program_section(cfg: FlywheelConfig, prog: Program) -> str:

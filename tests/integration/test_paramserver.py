@@ -11,10 +11,12 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pyarrow.flight as flight
 import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
+from flywheel import secrets
 from flywheel.config import load_config
 from paramserver.client import PSClient
 from paramserver.wire import encode
@@ -155,9 +157,27 @@ def test_wrong_shard_count_is_refused_with_a_clear_error(cluster):
     cluster.start("training", 0)
     cluster.start("training", 1)
     cluster.client("training")
-    one_shard = PSClient([f"grpc+tcp://{cluster.cfg.stack.host}:{cluster.cfg.paramserver.training_port}"], {"emb": 8})
+    one_shard = PSClient([f"grpc+tcp://{cluster.cfg.stack.host}:{cluster.cfg.paramserver.training_port}"], {"emb": 8},
+                         token=secrets.ps_token(cluster.cfg))
     with pytest.raises(Exception, match="disagree on paramserver.shards"):
         one_shard.pull("emb", np.arange(100, dtype=np.uint64))
+
+
+def test_the_door_a_call_without_the_token_or_with_a_wrong_one_is_refused(cluster):
+    for role in ("training", "serving"):
+        cluster.start(role, 0)
+        cluster.start(role, 1)
+    members = {role: cluster.client(role) for role in ("training", "serving")}  # up, and the token works
+    assert cluster.cfg.paramserver.require_token  # on by default
+    for role in ("training", "serving"):
+        port = cluster.cfg.paramserver.port(role, 0)
+        for token in (None, "not-the-token"):
+            stranger = PSClient([f"grpc+tcp://{cluster.cfg.stack.host}:{port}"], {"emb": 8}, retries=0, token=token)
+            with pytest.raises(flight.FlightUnauthenticatedError, match="bearer token"):
+                stranger.pull("emb", np.arange(10, dtype=np.uint64))
+            stranger.close()
+    for role, member in members.items():  # the shards counted the strangers
+        assert [s["unauthenticated"] for s in member.stats()] == [2, 0], role
 
 
 def test_snapshot_restart_and_serving_bootstrap(cluster):

@@ -26,7 +26,7 @@ COMPOSE_FILE = REPO_ROOT / "docker" / "compose.yaml"
 DOCKER_COMPOSE = shutil.which("docker-compose")
 SECRETS = {"FLYWHEEL_MLFLOW_PASSWORD": "test-mlflow", "FLYWHEEL_MLFLOW_SECRET_KEY": "test-mlflow-key",
            "AIRFLOW_ADMIN_PASSWORD": "test-admin", "AIRFLOW_JWT_SECRET": "test-jwt",
-           "AIRFLOW_API_SECRET_KEY": "test-key"}
+           "AIRFLOW_API_SECRET_KEY": "test-key", "FLYWHEEL_PS_TOKEN": "test-ps-token"}
 # service -> the config section (or port key, with its +shard ports) whose ports it listens on
 # (None: publishes nothing)
 SERVICES = {
@@ -263,3 +263,9 @@ def test_mlflow_and_its_clients_get_the_mlflow_login(resolved):
     for name in ("mlflow", "airflow-scheduler"):
         assert resolved["services"][name]["environment"]["FLYWHEEL_MLFLOW_PASSWORD"] == "test-mlflow", name
     assert resolved["services"]["mlflow"]["environment"]["FLYWHEEL_MLFLOW_SECRET_KEY"] == "test-mlflow-key"
+
+
+def test_the_parameter_servers_and_their_clients_share_the_token(resolved):
+    for name in ("paramserver-training", "paramserver-serving", "airflow-scheduler"):
+        assert resolved["services"][name]["environment"]["FLYWHEEL_PS_TOKEN"] == "test-ps-token", name
+        assert resolved["services"][name]["environment"]["FLYWHEEL_CONFIG"] == "config/docker.yaml", name

@@ -93,3 +93,26 @@ def test_pull_many_reads_and_inserts_several_tables_over_three_shards():
     assert [len(s.tables["aux"]) for s in servers] == [len(p) for p in split(aux, 3)]
     for s in servers:
         s.shutdown()
+
+
+def test_with_a_token_every_call_without_it_or_with_a_wrong_one_is_refused_and_counted():
+    tables = {"emb": EmbeddingTable(TableConfig(name="emb", dim=4, optimizer=Sgd(1.0), initializer="zeros"))}
+    server = ParamServer("grpc+tcp://127.0.0.1:0", tables, "serving", 0, 1, token="s3cret")
+    threading.Thread(target=server.serve, daemon=True).start()
+    address = [f"grpc+tcp://127.0.0.1:{server.port}"]
+    ids = np.arange(1, 5, dtype=np.uint64)
+    try:
+        for token in (None, "wrong"):
+            stranger = PSClient(address, {"emb": 4}, timeout_s=5, retries=0, token=token)
+            with pytest.raises(flight.FlightUnauthenticatedError, match="FLYWHEEL_PS_TOKEN"):
+                stranger.pull("emb", ids)
+            with pytest.raises(flight.FlightUnauthenticatedError):
+                stranger.stats()
+            stranger.close()
+        member = PSClient(address, {"emb": 4}, timeout_s=5, retries=0, token="s3cret")
+        assert member.pull("emb", ids).shape == (4, 4)
+        [stats] = member.stats()
+        assert stats["unauthenticated"] == 4
+        member.close()
+    finally:
+        server.shutdown()

@@ -36,8 +36,3 @@ def test_programs_off_the_feed_path_run_niced(tmp_path):
     off = load_config(files=[], environ={"FLYWHEEL__STACK__STATE_DIR": str(tmp_path), "FLYWHEEL__STACK__BACKGROUND_NICE": "0"})
     conf.read(render(off, [paramserver.service(off)]))
     assert not conf["program:ps-training-0"]["command"].startswith("nice")
-    idle = load_config(files=[], environ={"FLYWHEEL__STACK__STATE_DIR": str(tmp_path),
-                                          "FLYWHEEL__STACK__BACKGROUND_POLICY": "idle"})
-    conf.read(render(idle, [paramserver.service(idle)]))
-    assert conf["program:ps-training-0"]["command"].startswith("chrt --idle 0 ")
-    assert not conf["program:ps-serving-0"]["command"].startswith(("chrt", "nice"))
