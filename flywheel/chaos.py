@@ -77,7 +77,7 @@ class Recorded:
     def __init__(self):
         self.feeds: list[tuple[float, bool, float]] = []
         self.acked: list[dict] = []
-        self.sent: Counter = Counter()  # reconcile.action_key -> POST attempts carrying it
+        self.unanswered: Counter = Counter()  # reconcile.action_key -> its posts that got no HTTP answer
         self.posts_failed = 0
         self._lock = threading.Lock()
 
@@ -116,8 +116,8 @@ class Traffic(Recorded):
         self.post_timeout_s = post_timeout_s  # above the server's wait for Kafka (serving.events_ack_timeout_s)
         self._stop = threading.Event()
         self._rng = random.Random(seed)
-        self._http = requests.Session()
-        self._http.headers.update(headers or {})  # e.g. the API key (secrets.api_headers)
+        self._headers = headers or {}  # e.g. the API key (secrets.api_headers)
+        self._local = threading.local()  # a requests.Session per thread: the feed thread and the posts'
         self._thread = threading.Thread(target=self._run, name="chaos-traffic", daemon=True)
         # posts on their own threads: a post waiting out a Kafka restart must not pause the feeds
         self._posts = ThreadPoolExecutor(max_workers=8, thread_name_prefix="chaos-post")
@@ -128,7 +128,8 @@ class Traffic(Recorded):
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=30)
         self._posts.shutdown(wait=True)
 
     def _run(self) -> None:
@@ -136,7 +137,7 @@ class Traffic(Recorded):
             user = USER_BASE + self._rng.randrange(self.users)
             sent = time.time()
             try:
-                got = self._http.get(f"{self.url}/feed", params={"user_id": user, "k": 5}, timeout=5)
+                got = self._session().get(f"{self.url}/feed", params={"user_id": user, "k": 5}, timeout=5)
                 ok = got.status_code == 200
             except requests.RequestException:
                 ok = False
@@ -144,19 +145,25 @@ class Traffic(Recorded):
             if ok and self._rng.random() < self.act_share:
                 self._posts.submit(self._act, user, got.json(), self._rng.random() < 0.3)
 
+    def _session(self) -> requests.Session:
+        if not hasattr(self._local, "http"):
+            self._local.http = requests.Session()
+            self._local.http.headers.update(self._headers)
+        return self._local.http
+
     def _act(self, user: int, feed: dict, like: bool) -> None:
         item = feed["items"][0]["item_id"]
         now = int(time.time() * 1000)
         kinds = ["click", "like"] if like else ["click"]
         events = [{"schema_version": 1, "request_id": feed["request_id"], "user_id": user, "item_id": item,
                    "event_time": now, "action": kind} for kind in kinds]
-        with self._lock:
-            self.sent.update(reconcile.action_key(e) for e in events)
         try:
-            posted = self._http.post(f"{self.url}/events", json={"events": events}, timeout=self.post_timeout_s)
+            posted = self._session().post(f"{self.url}/events", json={"events": events}, timeout=self.post_timeout_s)
         except requests.RequestException:
             posted = None
         with self._lock:
+            if posted is None:  # never re-posted, so never acknowledged: recorded for the books only
+                self.unanswered.update(reconcile.action_key(e) for e in events)
             if posted is not None and posted.status_code == 202:
                 self.acked.extend(events)
             else:
@@ -166,35 +173,50 @@ class Traffic(Recorded):
 class SimulatedTraffic(Recorded):
     """The MovieLens simulator (simulator/replay.py) as the run's second traffic source, in a
     thread: its users' sessions, late actions and retries as ``flywheel simulate`` sends them,
-    each feed attempt and each acknowledged action recorded for the reconciliation. Its client
-    retries a post whose answer was lost, so an action the server took before a crash can reach
-    ``actions`` twice; the reconciliation reports that as doubled."""
+    each feed attempt, each acknowledged action and each post that got no answer recorded for
+    the reconciliation. Its client retries a post whose answer was lost, so an action the
+    server took before a crash can reach ``actions`` twice; the reconciliation lists that as
+    rewritten by a retry, not as doubled (reconcile.rewritten_by_retries)."""
 
     def __init__(self, cfg: FlywheelConfig, data: str):
         from simulator.replay import Simulator
 
         super().__init__()
         self.sim = Simulator.from_config(cfg, data=data, on_feed=self.feed_seen, on_accepted=self._accepted,
-                                         on_post=self._posting)
-        self._thread = threading.Thread(target=self.sim.run, name="chaos-simulator", daemon=True)
+                                         on_unanswered=self._unanswered)
+        self.error: str | None = None  # the replay's exception, if it died
+        self._thread = threading.Thread(target=self._replay, name="chaos-simulator", daemon=True)
+        self._stopped = False
+
+    def _replay(self) -> None:
+        try:
+            self.sim.run()
+        except Exception as exc:  # noqa: BLE001 - reported by the run, which then fails
+            self.error = f"{type(exc).__name__}: {exc}"
 
     def start(self) -> SimulatedTraffic:
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         self.sim.stop()  # posts the held-back (late) actions at once
-        self._thread.join(timeout=120)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=120)
         self.sim.close()
-        self.posts_failed = int(self.sim.metrics.value("flywheel_simulator_errors_total", kind="unavailable") or 0)
+        m = self.sim.metrics  # requests the server refused (4xx, 5xx but 503), which the simulator drops
+        self.posts_failed = int(m.value("flywheel_simulator_errors_total", kind="client_error")
+                                + m.value("flywheel_simulator_errors_total", kind="server_error"))
 
     def _accepted(self, actions) -> None:
         with self._lock:
             self.acked.extend(a.model_dump(mode="json", exclude_none=True) for a in actions)
 
-    def _posting(self, actions) -> None:
+    def _unanswered(self, actions) -> None:
         with self._lock:
-            self.sent.update(reconcile.action_key(a.model_dump(mode="json")) for a in actions)
+            self.unanswered.update(reconcile.action_key(a.model_dump(mode="json")) for a in actions)
 
 
 def kill(cfg: FlywheelConfig, program: str) -> int:
@@ -292,42 +314,54 @@ def run(cfg: FlywheelConfig, faults: list[str], gap_s: tuple[float, float] = (10
     if simulating:  # quiet for the reconciliation (and replayed here when `data` is given); started again at the end
         echo("stopping the supervised simulator for the run")
         sv.Supervisor(cfg).stop("simulator")
-    traffic = Traffic(url, rate=rate, seed=seed, headers=secrets.api_headers(cfg),
-                      post_timeout_s=cfg.serving.events_ack_timeout_s + 5).start()
-    sources: list[Recorded] = [traffic] + ([SimulatedTraffic(cfg, data).start()] if data else [])
-    serving_ps = PSClient.from_config(cfg, role="serving")
-    session = requests.Session()
-    session.headers.update(secrets.api_headers(cfg))
-
-    def probe(user: int) -> float | None:
-        return probe_once(session, url, serving_ps, user, timeout_s=30)
-
-    outcomes = []
+    sources: list[Recorded] = []
+    serving_ps = None
     try:
-        for program in faults:
+        traffic = Traffic(url, rate=rate, seed=seed, headers=secrets.api_headers(cfg),
+                          post_timeout_s=cfg.serving.events_ack_timeout_s + 5)
+        sources = [traffic] + ([SimulatedTraffic(cfg, data)] if data else [])
+        for source in sources:
+            source.start()
+        serving_ps = PSClient.from_config(cfg, role="serving")
+        session = requests.Session()
+        session.headers.update(secrets.api_headers(cfg))
+
+        def probe(user: int) -> float | None:
+            return probe_once(session, url, serving_ps, user, timeout_s=30)
+
+        outcomes = []
+        try:
+            for program in faults:
+                time.sleep(rng.uniform(*gap_s))
+                outcomes.append(run_fault(cfg, program, traffic, probe, timeout_s, echo))
+                echo(table(outcomes[-1:]).splitlines()[1])
             time.sleep(rng.uniform(*gap_s))
-            outcomes.append(run_fault(cfg, program, traffic, probe, timeout_s, echo))
-            echo(table(outcomes[-1:]).splitlines()[1])
-        time.sleep(rng.uniform(*gap_s))
+        finally:
+            for source in sources:
+                source.stop()
+        acked = [a for source in sources for a in source.acked]
+        unanswered = sum((source.unanswered for source in sources), Counter())
+        users = np.unique(np.concatenate([source.users_touched() for source in sources]))
+        report = {"faults": [asdict(o) for o in outcomes], "feeds": len(traffic.feeds), "actions_acked": len(acked),
+                  "posts_failed": traffic.posts_failed}
+        if data:
+            simulated = sources[1]
+            report["simulator"] = {
+                "feeds": len(simulated.feeds), "feeds_failed": sum(not ok for _, ok, _ in simulated.feeds),
+                "actions_acked": len(simulated.acked), "sessions": simulated.sim.sessions_done,
+                "requests_dropped": simulated.posts_failed, "error": simulated.error,
+                "counters": simulated.sim.metrics.summary()}
+            echo(f"simulator: {simulated.sim.sessions_done} sessions, {len(simulated.feeds)} feed attempts "
+                 f"({report['simulator']['feeds_failed']} failed, retried), {len(simulated.acked)} actions "
+                 f"acknowledged, {simulated.posts_failed} requests refused and dropped")
+            if simulated.error:
+                raise StackError(f"the simulator's replay died: {simulated.error}")
+        tallies = _reconcile(cfg, start, acked, unanswered, users, settle_s, report, echo)
     finally:
         for source in sources:
-            source.stop()
-    acked = [a for source in sources for a in source.acked]
-    sent = sum((source.sent for source in sources), Counter())
-    users = np.unique(np.concatenate([source.users_touched() for source in sources]))
-    report = {"faults": [asdict(o) for o in outcomes], "feeds": len(traffic.feeds), "actions_acked": len(acked),
-              "posts_failed": traffic.posts_failed}
-    if data:
-        simulated = sources[1]
-        report["simulator"] = {"feeds": len(simulated.feeds), "feeds_failed": sum(not ok for _, ok, _ in simulated.feeds),
-                               "actions_acked": len(simulated.acked), "sessions": simulated.sim.sessions_done,
-                               "counters": simulated.sim.metrics.summary()}
-        echo(f"simulator: {simulated.sim.sessions_done} sessions, {len(simulated.feeds)} feed attempts "
-             f"({report['simulator']['feeds_failed']} failed), {len(simulated.acked)} actions acknowledged")
-    try:
-        tallies = _reconcile(cfg, start, acked, sent, users, settle_s, report, echo)
-    finally:
-        serving_ps.close()
+            source.stop()  # again, if the run failed before its own stop: idempotent
+        if serving_ps is not None:
+            serving_ps.close()
         if simulating:
             sv.Supervisor(cfg).start("simulator")
     echo("\n" + table(outcomes))
@@ -352,15 +386,15 @@ def run(cfg: FlywheelConfig, faults: list[str], gap_s: tuple[float, float] = (10
     return report
 
 
-def _reconcile(cfg, start, acked: list[dict], sent: Counter, users: np.ndarray, settle_s: float, report: dict,
-               echo) -> list[reconcile.Tally]:
+def _reconcile(cfg, start, acked: list[dict], unanswered: Counter, users: np.ndarray, settle_s: float,
+               report: dict, echo) -> list[reconcile.Tally]:
     from paramserver.client import PSClient
 
     echo(f"reconciling {len(acked)} acknowledged actions (waiting up to {settle_s:.0f}s for the loop)")
     deadline = time.monotonic() + settle_s
     while True:  # the joiner emits on checkpoints: wait until every click is joined, or time is up
         written = reconcile.read_topic(cfg, cfg.serving.actions_topic, start[cfg.serving.actions_topic])
-        actions = reconcile.actions_reconciled(acked, written, sent)
+        actions = reconcile.actions_reconciled(acked, written, unanswered)
         unlogged = reconcile.unlogged_clicks(acked, reconcile.read_topic(cfg, cfg.serving.features_topic,
                                                                          start[cfg.serving.features_topic]))
         examples = reconcile.examples_reconciled(acked, reconcile.read_topic(cfg, cfg.joiner.examples_topic,
@@ -382,7 +416,7 @@ def _reconcile(cfg, start, acked: list[dict], sent: Counter, users: np.ndarray, 
     serving.close()
     report["converged"] = {"ok": result[0], "max_diff": result[1], "rows": result[2]}
     report["clicks_on_unlogged_features"] = [list(k) for k in unlogged]  # a known loss: README, Guarantees
-    report["rewritten_by_retries"] = [list(k) for k in reconcile.rewritten_by_retries(acked, written, sent)]
+    report["rewritten_by_retries"] = [list(k) for k in reconcile.rewritten_by_retries(acked, written, unanswered)]
     report["invariants"] = [asdict(t) | {"ok": t.ok} for t in (actions, examples, applied)]
     return [actions, examples, applied]
 

@@ -378,7 +378,9 @@ def chaos(
     seed: Annotated[int, typer.Option(help="for the waits and the traffic")] = 0,
     data: Annotated[Optional[str], typer.Option(
         help="a MovieLens folder: the simulator replays it as a second traffic source whose actions are "
-             "reconciled too (default: simulator.data; none: the run's own traffic only)")] = None,
+             "reconciled too (default: simulator.data)")] = None,
+    simulator: Annotated[bool, typer.Option(help="run the simulator as a second traffic source (needs --data or "
+                                                 "simulator.data); --no-simulator: the run's own traffic only")] = True,
 ):
     """SIGKILL the stack's components one at a time under traffic; then reconcile the topics and
     the parameter servers and print what was lost, doubled, and how long each took to recover.
@@ -392,7 +394,7 @@ def chaos(
     low, _, high = gap_s.partition("-")
     cfg = load_config()
     chaos_run.run(cfg, names * rounds, gap_s=(float(low), float(high or low)), rate=rate, seed=seed,
-                  data=data or cfg.simulator.data, echo=typer.echo)
+                  data=(data or cfg.simulator.data) if simulator else None, echo=typer.echo)
 
 
 @app.command()

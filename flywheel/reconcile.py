@@ -3,8 +3,9 @@
 - :func:`read_topic`: every committed record of a topic from given offsets to its end
   (``read_committed``: what the joiner and the trainer read).
 - :func:`actions_reconciled`: each action the event collector acknowledged is on ``actions``
-  exactly once (lost: acknowledged, never written; doubled: written more often than the
-  client posted it); :func:`rewritten_by_retries`: the ones a client's retry wrote again.
+  exactly once (lost: acknowledged, never written; doubled: written more often than once
+  plus once per post of it that got no answer); :func:`rewritten_by_retries`: the ones a
+  client's retry after an unanswered post wrote again.
 - :func:`examples_reconciled`: each acknowledged click was joined into an example labelled
   click=1 for its impression (request_id, item_id), and no emission is there twice.
 - :func:`converged`: the serving PS holds what the training PS holds for the given IDs.
@@ -90,27 +91,29 @@ def action_key(a: dict) -> tuple:
     return a["request_id"], a["item_id"], a["action"], a["event_time"]
 
 
-def actions_reconciled(acked: list[dict], written: list[dict], sent: Counter | None = None) -> Tally:
+def actions_reconciled(acked: list[dict], written: list[dict], unanswered: Counter | None = None) -> Tally:
     """Each acknowledged action on the topic exactly once (matched on request id, item, action
-    and event time). ``sent``: how many times the client posted each action (a retry after an
-    answer it never got); an action is doubled when written more often than posted (the
-    server's or Kafka's fault), see :func:`rewritten_by_retries` for the rest."""
+    and event time). ``unanswered``: per action, the client's posts of it that got no HTTP
+    answer (the server crashed or hung after Kafka may have taken them) before the post that
+    was acknowledged; each may add one write (:func:`rewritten_by_retries`). Any other extra
+    write is doubled: the server's or Kafka's fault (a 503 promises "not written")."""
     wanted = {action_key(a) for a in acked}
     counts = Counter(action_key(a) for a in written if action_key(a) in wanted)
-    posted = sent or Counter()
+    allowed = unanswered or Counter()
     return Tally("actions acknowledged -> on `actions` once", len(wanted),
                  lost=sorted(k for k in wanted if counts[k] == 0),
-                 doubled=sorted(k for k, n in counts.items() if n > max(1, posted[k])))
+                 doubled=sorted(k for k, n in counts.items() if n > 1 + allowed[k]))
 
 
-def rewritten_by_retries(acked: list[dict], written: list[dict], sent: Counter) -> list[tuple]:
-    """Acknowledged actions written more than once, but no more often than the client posted
-    them: a post whose answer was lost (the server crashed after Kafka took it) and that the
-    client retried. HTTP without idempotency keys is at least once here; the joiner merges
-    repeated labels of an impression (streaming/jobs/joiner.py), so no example is doubled."""
+def rewritten_by_retries(acked: list[dict], written: list[dict], unanswered: Counter) -> list[tuple]:
+    """Acknowledged actions written more than once, but no more often than one write per post
+    of them that got no answer, plus the acknowledged one: the server crashed after Kafka took
+    a post, and the client retried. HTTP without idempotency keys is at least once here; the
+    joiner merges an impression's repeated labels (streaming/jobs/joiner.py), so no example is
+    doubled."""
     wanted = {action_key(a) for a in acked}
     counts = Counter(action_key(a) for a in written if action_key(a) in wanted)
-    return sorted(k for k, n in counts.items() if 1 < n <= sent[k])
+    return sorted(k for k, n in counts.items() if 1 < n <= 1 + unanswered[k])
 
 
 def unlogged_clicks(acked: list[dict], features: list[dict]) -> list[tuple]:

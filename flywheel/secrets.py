@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,13 +49,17 @@ def value(cfg: FlywheelConfig, secret: Secret) -> str:
     path = folder(cfg) / secret.name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        # written whole under a private name, then linked into place: a process starting at the
+        # same moment sees no file or the whole value, never an empty one
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{secret.name}.")  # mode 0600
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it first: read theirs
-            pass
-        else:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(24))
+            os.link(tmp, path)
+        except FileExistsError:  # another process created it first: read theirs
+            pass
+        finally:
+            os.unlink(tmp)
     text = path.read_text().strip()
     if not text:
         raise ValueError(f"{path} is empty: delete it to generate a new {secret.name}, or set {secret.env}")

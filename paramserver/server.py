@@ -102,12 +102,14 @@ class TokenCheck(flight.ServerMiddlewareFactory):
     def __init__(self, token: str):
         self.expected = f"Bearer {token}".encode()
         self.refused = 0
+        self._lock = threading.Lock()  # start_call runs on gRPC's worker threads
 
     def start_call(self, info, headers):
         given = (headers.get("authorization") or [""])[0]
         given = given.encode() if isinstance(given, str) else given
         if not hmac.compare_digest(given, self.expected):
-            self.refused += 1
+            with self._lock:
+                self.refused += 1
             raise flight.FlightUnauthenticatedError(
                 f"{info.method} refused: no or a wrong bearer token; clients take it from FLYWHEEL_PS_TOKEN or the "
                 "stack's secrets/paramserver_token (paramserver.require_token)")

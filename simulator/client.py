@@ -71,7 +71,8 @@ class ModelServerClient:
       on_feed: called after each ``GET /feed`` attempt with (wall time sent, answered 200, seconds).
       on_accepted: called with the actions of each ``POST /events`` the server accepted (202);
         ``make chaos`` reconciles them against the topics (flywheel/chaos.py).
-      on_post: called with the actions of each ``POST /events`` attempt, before it is sent.
+      on_unanswered: called with the actions of each ``POST /events`` attempt that got no HTTP
+        answer (connection lost, timeout): the server may have written them before its crash.
     """
 
     def __init__(self, base_url: str, metrics: SimulatorMetrics, *, timeout_s: float = 5.0,
@@ -80,7 +81,7 @@ class ModelServerClient:
                  should_stop: Callable[[], bool] = lambda: False, api_key: str | None = None,
                  on_feed: Callable[[float, bool, float], None] | None = None,
                  on_accepted: Callable[[list[Action]], None] | None = None,
-                 on_post: Callable[[list[Action]], None] | None = None):
+                 on_unanswered: Callable[[list[Action]], None] | None = None):
         self.base_url = base_url.rstrip("/")
         self.metrics = metrics
         self.timeout_s = timeout_s
@@ -88,7 +89,7 @@ class ModelServerClient:
         self.wait = wait_exponential(multiplier=min_backoff_s, min=min_backoff_s, max=max_backoff_s)
         self.max_events = max_events
         self.should_stop = should_stop
-        self.on_feed, self.on_accepted, self.on_post = on_feed, on_accepted, on_post
+        self.on_feed, self.on_accepted, self.on_unanswered = on_feed, on_accepted, on_unanswered
         self.http = requests.Session()
         if api_key:
             self.http.headers["X-API-Key"] = api_key
@@ -149,9 +150,12 @@ class ModelServerClient:
 
     def _post_events(self, actions: list[Action], late: bool) -> int:
         body = {"events": [a.model_dump(mode="json", exclude_none=True) for a in actions]}
-        if self.on_post:
-            self.on_post(actions)
-        response = self._send("POST", "/events", json=body, timeout=self.post_timeout_s)
+        try:
+            response = self._send("POST", "/events", json=body, timeout=self.post_timeout_s)
+        except requests.RequestException:
+            if self.on_unanswered:
+                self.on_unanswered(actions)
+            raise
         if response.status_code == 503:
             self.metrics.errors.labels("unavailable").inc()
             raise Unavailable(_error_of(response))

@@ -331,3 +331,28 @@ def test_config_and_its_errors(folder):
     sim = Simulator.from_config(load_config(files=[], environ={"FLYWHEEL__SIMULATOR__RATE": "9"}), data=str(folder))
     assert sim.rate == 9 and sim.client.base_url == "http://127.0.0.1:8000"
     sim.close()
+
+
+def test_a_post_that_got_no_answer_is_reported_a_refused_one_is_not():
+    with socket.socket() as sock:  # nobody listens: the server crashed mid-post
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    unanswered, accepted = [], []
+    action = Action(request_id="r", user_id=1, item_id=2, event_time=1_750_000_000_000, action="click")
+    client = ModelServerClient(f"http://127.0.0.1:{dead}", SimulatorMetrics(), timeout_s=1, min_backoff_s=0.01,
+                               should_stop=lambda: True, on_unanswered=unanswered.extend, on_accepted=accepted.extend)
+    with pytest.raises(GaveUp):
+        client.post([action])
+    assert unanswered == [action] and accepted == []  # may have been written: the reconciliation allows one more
+    client.close()
+
+    server = FakeModelServer(lambda user: [1, 2, 3], events_status=503)  # answered: "not written"
+    client = ModelServerClient(server.url, SimulatorMetrics(), min_backoff_s=0.01, should_stop=lambda: True,
+                               on_unanswered=unanswered.extend)
+    try:
+        with pytest.raises(GaveUp):
+            client.post([action])
+    finally:
+        client.close()
+        server.close()
+    assert unanswered == [action] and len(server.posts) == 1
