@@ -132,6 +132,52 @@ def problem(status: int, message: str, headers: dict[str, str] | None = None, **
     return JSONResponse({"error": message, **details}, status_code=status, headers=headers)
 
 
+class ActionsProducer:
+    """The event collector's Kafka producer, started afresh after a send that failed.
+
+    An idempotent producer whose records expired unsent (Kafka down longer than
+    ``serving.events_ack_timeout_s``) resets its producer id and, in kafka-python, can stay
+    unable to send afterwards; a new producer (a new producer id) starts clean. The records
+    of the failed send were answered 503 and are the client's to retry.
+
+    Args:
+      make: a function returning a new producer, or one fixed producer (tests), never replaced.
+    """
+
+    def __init__(self, make):
+        self._make = make if callable(make) else None
+        self._fixed = None if callable(make) else make
+        self._current = None
+        self._lock = threading.Lock()
+
+    def get(self):
+        """The producer to send with (made now if the last one was discarded); raises while
+        Kafka cannot be reached (NoBrokersAvailable)."""
+        if self._fixed is not None:
+            return self._fixed
+        with self._lock:
+            if self._current is None:
+                self._current = self._make()
+            return self._current
+
+    def discard(self, producer) -> None:
+        """Drop ``producer`` after a failed send (if it is still the current one); closed in the
+        background, without waiting for what it still holds."""
+        if producer is None or producer is self._fixed:
+            return
+        with self._lock:
+            if self._current is producer:
+                self._current = None
+        threading.Thread(target=producer.close, kwargs={"timeout": 0}, name="actions-producer-close",
+                         daemon=True).start()
+
+    def close(self) -> None:
+        with self._lock:
+            current, self._current = self._current, None
+        if current is not None:
+            current.close(timeout=10)
+
+
 async def acknowledged(futures, timeout_s: float) -> None:
     """Wait until Kafka acknowledged every record of ``futures`` (kafka-python's produce futures)
     without blocking the event loop: each future's callback completes an asyncio future from the
@@ -179,9 +225,13 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
         # ... and given up within the wait of POST /events, so that a 503 (the client retries) is
         # not followed by the same records written late from the buffer (a double)
         wait_ms = int(s.events_ack_timeout_s * 1000)
-        state["producer"] = producer or KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all",
-                                                      linger_ms=5, retries=5, enable_idempotence=True,
-                                                      request_timeout_ms=wait_ms - 500, delivery_timeout_ms=wait_ms)
+        state["producer"] = ActionsProducer(producer or (lambda: KafkaProducer(
+            bootstrap_servers=cfg.kafka_bootstrap, acks="all", linger_ms=5, retries=5, enable_idempotence=True,
+            request_timeout_ms=wait_ms - 500, delivery_timeout_ms=wait_ms)))
+        try:
+            state["producer"].get()  # now, so that the first action does not wait for it
+        except Exception as exc:  # noqa: BLE001 - Kafka down: /events answers 503 and tries again per post
+            log.warning("no Kafka producer for actions yet (%s); POST /events answers 503 until Kafka is back", exc)
         state["features"] = producer or KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all",
                                                       linger_ms=s.features_linger_ms, retries=5,
                                                       enable_idempotence=True)
@@ -194,7 +244,7 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
         if loader is None:
             state["loader"].stop()
         if producer is None:
-            state["producer"].close(timeout=10)
+            state["producer"].close()
             state["features"].close(timeout=10)
 
     app = FastAPI(title="Flywheel model server", version="1", lifespan=lifespan,
@@ -298,12 +348,16 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
                 metrics.invalid.labels(e["reason"]).inc()
             return problem(422, f"{len(errors)} of {len(batch)} events are invalid; nothing was accepted",
                            invalid=errors)
-        futures = [state["producer"].send(s.actions_topic, key=key_of(a), value=encode(a)) for a in actions]
-        try:
+        actions_producer: ActionsProducer = state["producer"]
+        kafka = None
+        try:  # made in a thread: a new producer dials the brokers, which must not block the event loop
+            kafka = await asyncio.get_running_loop().run_in_executor(None, actions_producer.get)
+            futures = [kafka.send(s.actions_topic, key=key_of(a), value=encode(a)) for a in actions]
             await acknowledged(futures, timeout_s=s.events_ack_timeout_s + 1)  # the producer fails them first
         except Exception as exc:  # Kafka down: the client retries; nothing is acknowledged
+            actions_producer.discard(kafka)
             metrics.events.labels("unavailable").inc(len(actions))
-            return problem(503, f"Kafka did not take the events ({exc}); retry later")
+            return problem(503, f"Kafka did not take the events ({type(exc).__name__}: {exc}); retry later")
         metrics.events.labels("accepted").inc(len(actions))
         for a in actions:
             if a.action in TASK_OF_ACTION:
