@@ -97,8 +97,7 @@ def actions_reconciled(acked: list[dict], written: list[dict], unanswered: Count
     answer (the server crashed or hung after Kafka may have taken them) before the post that
     was acknowledged; each may add one write (:func:`rewritten_by_retries`). Any other extra
     write is doubled: the server's or Kafka's fault (a 503 promises "not written")."""
-    wanted = {action_key(a) for a in acked}
-    counts = Counter(action_key(a) for a in written if action_key(a) in wanted)
+    wanted, counts = _writes(acked, written)
     allowed = unanswered or Counter()
     return Tally("actions acknowledged -> on `actions` once", len(wanted),
                  lost=sorted(k for k in wanted if counts[k] == 0),
@@ -111,9 +110,14 @@ def rewritten_by_retries(acked: list[dict], written: list[dict], unanswered: Cou
     a post, and the client retried. HTTP without idempotency keys is at least once here; the
     joiner merges an impression's repeated labels (streaming/jobs/joiner.py), so no example is
     doubled."""
-    wanted = {action_key(a) for a in acked}
-    counts = Counter(action_key(a) for a in written if action_key(a) in wanted)
+    _, counts = _writes(acked, written)
     return sorted(k for k, n in counts.items() if 1 < n <= 1 + unanswered[k])
+
+
+def _writes(acked: list[dict], written: list[dict]) -> tuple[set, Counter]:
+    """(the acknowledged actions' keys, how often each of them was written)."""
+    wanted = {action_key(a) for a in acked}
+    return wanted, Counter(k for k in map(action_key, written) if k in wanted)
 
 
 def unlogged_clicks(acked: list[dict], features: list[dict]) -> list[tuple]:

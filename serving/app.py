@@ -150,6 +150,11 @@ class ActionsProducer:
         self._current = None
         self._lock = threading.Lock()
 
+    @property
+    def current(self):
+        """The producer to send with, or None when one must be made first (:meth:`get`)."""
+        return self._fixed if self._fixed is not None else self._current
+
     def get(self):
         """The producer to send with (made now if the last one was discarded); raises while
         Kafka cannot be reached (NoBrokersAvailable)."""
@@ -350,8 +355,10 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
                            invalid=errors)
         actions_producer: ActionsProducer = state["producer"]
         kafka = None
-        try:  # made in a thread: a new producer dials the brokers, which must not block the event loop
-            kafka = await asyncio.get_running_loop().run_in_executor(None, actions_producer.get)
+        try:  # a new producer is made in a thread: it dials the brokers, which must not block the event loop
+            kafka = actions_producer.current
+            if kafka is None:
+                kafka = await asyncio.get_running_loop().run_in_executor(None, actions_producer.get)
             futures = [kafka.send(s.actions_topic, key=key_of(a), value=encode(a)) for a in actions]
             await acknowledged(futures, timeout_s=s.events_ack_timeout_s + 1)  # the producer fails them first
         except Exception as exc:  # Kafka down: the client retries; nothing is acknowledged
