@@ -22,12 +22,12 @@ from pipelines.batch.retrain import tables_for
 from paramserver.snapshots import COMPLETE
 from serving.loader import ChampionLoader
 from flywheel.secrets import tracking_uri
+from tests.integration.loop_stack import EPOCHS, EVAL_DAY
 
 pytestmark = pytest.mark.integration
 
 DAG_ID = "daily_retrain"
-EVAL_DAY = "2031-03-05"
-CONF = {"date": EVAL_DAY, "mode": "scratch", "epochs": 1, "train_days": 3, "force_publish": True}
+CONF = {"date": EVAL_DAY, "mode": "scratch", "epochs": EPOCHS, "train_days": 3, "force_publish": True}
 
 
 @pytest.fixture(scope="module")
