@@ -35,6 +35,7 @@ from kafka.admin import NewTopic  # noqa: E402
 from bench.report import Figure, report  # noqa: E402
 from flywheel import flinkjobs  # noqa: E402
 from flywheel.config import REPO_ROOT, load_config  # noqa: E402
+from flywheel.secrets import kafka_args  # noqa: E402
 from flywheel.stack import control  # noqa: E402
 from flywheel.stack.supervisor import Supervisor  # noqa: E402
 from streaming.schemas import Action, Features, encode, key_of  # noqa: E402
@@ -45,7 +46,7 @@ PARTITIONS = 2
 def topics(cfg, *names: str) -> dict[str, str]:
     tag = uuid.uuid4().hex[:6]
     made = {n: f"bench-{n}-{tag}" for n in names}
-    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_args(cfg))
     admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in made.values()])
     admin.close()
     return made
@@ -63,7 +64,7 @@ def click(request_id: str, user: int, item: int, at: int) -> Action:
 
 def backlog(cfg, t: dict, n_features: int, n_actions: int) -> int:
     """Produce the throughput workload; returns events produced."""
-    producer = KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, linger_ms=20, batch_size=256 * 1024)
+    producer = KafkaProducer(**kafka_args(cfg), linger_ms=20, batch_size=256 * 1024)
     now = int(time.time() * 1000)
     every = max(1, n_features // max(1, n_actions))
     for i in range(n_features):
@@ -102,7 +103,7 @@ def latencies(cfg, t: dict, pairs: int, rate: float) -> np.ndarray:
     """Seconds from producing a click to reading its positive (read_committed)."""
     sent: dict[str, float] = {}
     got: dict[str, float] = {}
-    consumer = KafkaConsumer(t["examples"], bootstrap_servers=cfg.kafka_bootstrap, auto_offset_reset="latest",
+    consumer = KafkaConsumer(t["examples"], **kafka_args(cfg), auto_offset_reset="latest",
                              isolation_level="read_committed")
     consumer.poll(timeout_ms=2000)  # join the partitions before anything is produced
     done = threading.Event()
@@ -117,7 +118,7 @@ def latencies(cfg, t: dict, pairs: int, rate: float) -> np.ndarray:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    producer = KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, linger_ms=0)
+    producer = KafkaProducer(**kafka_args(cfg), linger_ms=0)
     now = int(time.time() * 1000)
     for i in range(pairs):
         rid, user = f"lat{i}-{uuid.uuid4().hex[:4]}", 7000 + i
@@ -155,7 +156,7 @@ def state_bytes(cfg, job: str, after: float, timeout_s: float = 180) -> float:
 def joiner_run(cfg, delivery: str, args) -> dict:
     t = topics(cfg, "features", "actions", "examples", "dead")
     total = backlog(cfg, t, args.features, args.actions)
-    argv = ["--bootstrap", cfg.kafka_bootstrap, "--features-topic", t["features"], "--actions-topic", t["actions"],
+    argv = [*flinkjobs.kafka_argv(cfg), "--features-topic", t["features"], "--actions-topic", t["actions"],
             "--examples-topic", t["examples"], "--dead-letter-topic", t["dead"], "--delivery", delivery,
             "--group", f"bench-{uuid.uuid4().hex[:6]}"]
     job = flinkjobs.submit(cfg, REPO_ROOT / "streaming/jobs/joiner.py", argv)
@@ -173,14 +174,14 @@ def joiner_run(cfg, delivery: str, args) -> dict:
 
 def passthrough_rate(cfg, n: int) -> float:
     t = topics(cfg, "in", "out")
-    producer = KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, linger_ms=20, batch_size=256 * 1024)
+    producer = KafkaProducer(**kafka_args(cfg), linger_ms=20, batch_size=256 * 1024)
     now = int(time.time() * 1000)
     for i in range(n):
         f = served(f"p{i}", i % 5000, i, now + i)
         producer.send(t["in"], key=key_of(f), value=encode(f))
     producer.flush()
     producer.close()
-    argv = ["--bootstrap", cfg.kafka_bootstrap, "--source", t["in"], "--sink", t["out"],
+    argv = [*flinkjobs.kafka_argv(cfg), "--source", t["in"], "--sink", t["out"],
             "--start-offsets", json.dumps({str(p): 0 for p in range(PARTITIONS)}), "--group", f"bench-{t['in']}",
             "--unbounded"]
     job = flinkjobs.submit(cfg, REPO_ROOT / "streaming/jobs/passthrough.py", argv)

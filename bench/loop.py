@@ -70,6 +70,7 @@ from flywheel import flinkjobs, joiner_job  # noqa: E402
 from flywheel.config import REPO_ROOT, load_config  # noqa: E402
 from flywheel.demo import with_data  # noqa: E402
 from flywheel.prometheus import histogram_quantiles, scrape, value  # noqa: E402
+from flywheel.secrets import kafka_args  # noqa: E402
 from flywheel.stack import control  # noqa: E402
 from flywheel.stack.base import wait_until  # noqa: E402
 from flywheel.stack.supervisor import Supervisor  # noqa: E402
@@ -366,10 +367,10 @@ def example_backlog(cfg, data: Path, n: int) -> tuple[str, int]:
     rows = examples(ml, ratings, negatives=4, history=HISTORY, prior=prior)[:n]
     now = int(time.time() * 1000) - len(rows)
     topic = f"bench-examples-{uuid.uuid4().hex[:6]}"
-    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_args(cfg))
     admin.create_topics([NewTopic(topic, cfg.kafka.topics["examples"].partitions, 1)])
     admin.close()
-    producer = KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, linger_ms=20, batch_size=256 * 1024)
+    producer = KafkaProducer(**kafka_args(cfg), linger_ms=20, batch_size=256 * 1024)
     for i, row in enumerate(rows):
         row.update(schema_version=1, event_time=now + i, model_version="bench", join_delay_ms=1000,
                    labels={t: int(row["labels"].get(t, 0)) for t in TASKS})
@@ -433,7 +434,7 @@ def online_trainer(cfg, data: Path, args) -> dict:
         text = io.StringIO()
         pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(40)
         out["profile_cumulative_top40"] = [line for line in text.getvalue().splitlines() if line.strip()][-41:]
-    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_args(cfg))
     admin.delete_topics([topic])
     admin.close()
     return out

@@ -31,6 +31,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flywheel.secrets import kafka_args  # noqa: E402
 from report import Figure, report  # noqa: E402
 
 from flywheel.config import REPO_ROOT, load_config  # noqa: E402
@@ -52,7 +53,7 @@ def broker_topic(cfg):
     control.up(cfg, only=["kafka"], echo=lambda msg: print(msg, flush=True))
     name, admin = f"ps-deltas-bench-{uuid.uuid4().hex[:8]}", None
     try:
-        admin = KafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
+        admin = KafkaAdminClient(**kafka_args(cfg))
         admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
         yield name
     finally:

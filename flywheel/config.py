@@ -120,6 +120,8 @@ class KafkaConfig(_Section):
     heap: str = "512m"
     num_partitions: int = Field(2, ge=1)
     topics: dict[str, TopicConfig] = Field(default_factory=dict)
+    sasl: bool = True  # clients (and the controller) log in with SASL/PLAIN as `user`
+    user: str = Field("flywheel", pattern=r"^[A-Za-z0-9_.-]+$")  # password: FLYWHEEL_KAFKA_PASSWORD or <state>/secrets/kafka_password
 
     _ports = field_validator("port", "controller_port")(_check_port)
 

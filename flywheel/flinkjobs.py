@@ -11,10 +11,17 @@ from pathlib import Path
 import requests
 
 from flywheel.config import REPO_ROOT, FlywheelConfig
+from flywheel.secrets import KAFKA_PASSWORD, kafka_password
 from flywheel.stack import flink
 from flywheel.stack.base import StackError
 
 TERMINAL = {"FINISHED", "FAILED", "CANCELED"}
+
+
+def kafka_argv(cfg: FlywheelConfig) -> list[str]:
+    """The Kafka arguments of a job (streaming/jobs/kafka_login.py): the bootstrap address and,
+    with ``kafka.sasl``, the user; :func:`submit` hands the job its password."""
+    return ["--bootstrap", cfg.kafka_bootstrap, "--kafka-user", cfg.kafka.user if cfg.kafka.sasl else ""]
 
 
 def submit(cfg: FlywheelConfig, script: Path, args: list[str], timeout_s: float = 180,
@@ -23,10 +30,13 @@ def submit(cfg: FlywheelConfig, script: Path, args: list[str], timeout_s: float 
     Flink job id.
 
     The `flink` client compiles the Python job with the Flink environment's interpreter and
-    the cluster's FLINK_CONF_DIR/FLINK_LIB_DIR (which holds the Kafka connector).
+    the cluster's FLINK_CONF_DIR/FLINK_LIB_DIR (which holds the Kafka connector). The Kafka
+    password reaches the job in the client's environment, never on its command line.
     """
     cli = flink.PYFLINK_HOME / "bin" / "flink"
     env = {**os.environ, **flink.environment(cfg)}
+    if cfg.kafka.sasl:
+        env[KAFKA_PASSWORD.env] = kafka_password(cfg)  # read by streaming/jobs/kafka_login.py
     restore = ["--fromSavepoint", savepoint] if savepoint else []
     cmd = [str(cli), "run", "--detached", *restore, "--python", str(script), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=timeout_s)

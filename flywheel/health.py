@@ -29,6 +29,7 @@ from kafka.errors import KafkaError
 
 from flywheel import flinkjobs, joiner_job
 from flywheel.config import FlywheelConfig, load_config
+from flywheel.secrets import kafka_args
 
 TAIL_RECORDS = 16  # freshness reads a partition's last records, widening x4 past aborted ones
 
@@ -217,9 +218,9 @@ def _kafka(cfg: FlywheelConfig):
     timeout_ms = int(cfg.health.timeout_s * 1000)
     admin = consumer = None
     try:
-        admin = KafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap, client_id="flywheel-health",
+        admin = KafkaAdminClient(**kafka_args(cfg), client_id="flywheel-health",
                                  request_timeout_ms=timeout_ms)
-        consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, client_id="flywheel-health", group_id=None,
+        consumer = KafkaConsumer(**kafka_args(cfg), client_id="flywheel-health", group_id=None,
                                  isolation_level="read_committed", enable_auto_commit=False,
                                  request_timeout_ms=timeout_ms)
         yield admin, consumer

@@ -33,6 +33,7 @@ from kafka import KafkaAdminClient
 from flywheel import flinkjobs
 from flywheel.hdfs import webhdfs
 from flywheel.config import REPO_ROOT, FlywheelConfig
+from flywheel.secrets import kafka_args
 from flywheel.stack.base import StackError
 
 SCRIPT = REPO_ROOT / "streaming" / "jobs" / "joiner.py"
@@ -66,7 +67,7 @@ def arguments(cfg: FlywheelConfig) -> list[str]:
     j = cfg.joiner
     topics = {"features-topic": j.features_topic, "actions-topic": j.actions_topic,
               "examples-topic": j.examples_topic, "dead-letter-topic": j.dead_letter_topic}
-    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_args(cfg))
     try:
         missing = sorted(set(topics.values()) - set(admin.list_topics()))
     finally:
@@ -75,7 +76,7 @@ def arguments(cfg: FlywheelConfig) -> list[str]:
         raise StackError(f"Kafka topics {missing} do not exist: 'make up' creates the configured ones "
                          "(kafka.topics); set joiner.*_topic to existing topics or add them there")
     args = {
-        "bootstrap": cfg.kafka_bootstrap, **topics,
+        **topics,
         "label-window-s": j.label_window_s, "retention-s": j.retention_days * 86_400,
         "negative-rate": j.negative_rate,
         "negative-rates": ",".join(f"{task}={rate}" for task, rate in j.negative_rates.items()),
@@ -84,7 +85,7 @@ def arguments(cfg: FlywheelConfig) -> list[str]:
         "group": j.group, "delivery": j.delivery, "land-lateness-s": j.land_lateness_s,
         "land-path": f"{cfg.hdfs_uri}{j.examples_dir}" if j.examples_dir else "",
     }
-    return [part for name, value in args.items() for part in (f"--{name}", str(value))]
+    return flinkjobs.kafka_argv(cfg) + [part for name, value in args.items() for part in (f"--{name}", str(value))]
 
 
 def start(cfg: FlywheelConfig, savepoint: str | None = None) -> str:

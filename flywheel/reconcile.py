@@ -22,11 +22,12 @@ import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
 from flywheel.config import FlywheelConfig
+from flywheel.secrets import kafka_args
 
 
 def end_offsets(cfg: FlywheelConfig, topic: str) -> dict[int, int]:
     """Partition -> the offset the next record will take (where a run starts reading)."""
-    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, isolation_level="read_committed")
+    consumer = KafkaConsumer(**kafka_args(cfg), isolation_level="read_committed")
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         return {tp.partition: off for tp, off in consumer.end_offsets(parts).items()}
@@ -38,7 +39,7 @@ def read_topic(cfg: FlywheelConfig, topic: str, start: dict[int, int], timeout_s
     """The JSON values of ``topic``'s committed records from ``start`` (partition -> offset) to
     the end offsets seen now; records that are not JSON objects are skipped (the dead-letter
     route handles those)."""
-    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, isolation_level="read_committed",
+    consumer = KafkaConsumer(**kafka_args(cfg), isolation_level="read_committed",
                              enable_auto_commit=False)
     out: list[dict] = []
     try:

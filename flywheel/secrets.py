@@ -33,7 +33,9 @@ API_KEY = Secret("serving_api_key", "FLYWHEEL_API_KEY",
                  "X-API-Key of the model server's /feed, /events and /demo/api (serving.require_api_key)")
 PS_TOKEN = Secret("paramserver_token", "FLYWHEEL_PS_TOKEN",
                   "bearer token of the parameter servers' Flight RPCs (paramserver.require_token)")
-ALL = (MLFLOW_PASSWORD, MLFLOW_SECRET_KEY, API_KEY, PS_TOKEN)
+KAFKA_PASSWORD = Secret("kafka_password", "FLYWHEEL_KAFKA_PASSWORD",
+                        "SASL/PLAIN login of kafka.user at the Kafka broker and controller (kafka.sasl)")
+ALL = (MLFLOW_PASSWORD, MLFLOW_SECRET_KEY, API_KEY, PS_TOKEN, KAFKA_PASSWORD)
 
 
 def folder(cfg: FlywheelConfig) -> Path:
@@ -104,3 +106,32 @@ def api_headers(cfg: FlywheelConfig) -> dict[str, str]:
 def ps_token(cfg: FlywheelConfig) -> str | None:
     """The parameter servers' token when ``paramserver.require_token`` is on, else None."""
     return value(cfg, PS_TOKEN) if cfg.paramserver.require_token else None
+
+
+def kafka_password(cfg: FlywheelConfig) -> str | None:
+    """The Kafka login's password when ``kafka.sasl`` is on, else None."""
+    if not cfg.kafka.sasl:
+        return None
+    password = value(cfg, KAFKA_PASSWORD)
+    if any(c in password for c in '"\\\n\r'):  # it is written into JAAS lines and Java properties
+        raise ValueError(f"the Kafka password ({where(cfg, KAFKA_PASSWORD)}) contains a quote, backslash or line "
+                         "break: choose one without them")
+    return password
+
+
+def kafka_args(cfg: FlywheelConfig) -> dict:
+    """What every kafka-python client of ``cfg``'s broker is given: the bootstrap address and,
+    when ``kafka.sasl`` is on, the SASL/PLAIN login (``KafkaProducer(**kafka_args(cfg), ...)``)."""
+    args: dict = {"bootstrap_servers": cfg.kafka_bootstrap}
+    if cfg.kafka.sasl:
+        args.update(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                    sasl_plain_username=cfg.kafka.user, sasl_plain_password=kafka_password(cfg))
+    return args
+
+
+def jaas_plain(user: str, password: str, module: str = "org.apache.kafka.common.security.plain.PlainLoginModule",
+               accept: bool = False) -> str:
+    """A JAAS line for SASL/PLAIN: the login of ``user``; with ``accept`` also the table of the
+    users a broker accepts (this one)."""
+    users = f' user_{user}="{password}"' if accept else ""
+    return f'{module} required username="{user}" password="{password}"{users};'

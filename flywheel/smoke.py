@@ -22,13 +22,13 @@ from flywheel import flinkjobs
 from flywheel.config import REPO_ROOT, FlywheelConfig
 from flywheel.hdfs import webhdfs
 from flywheel.stack.base import StackError
-from flywheel.secrets import tracking_uri
+from flywheel.secrets import kafka_args, tracking_uri
 
 SOURCE, SINK = "smoke-in", "smoke-out"
 
 
 def _end_offsets(cfg: FlywheelConfig, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap)
+    consumer = KafkaConsumer(**kafka_args(cfg))
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         if not parts:
@@ -39,7 +39,7 @@ def _end_offsets(cfg: FlywheelConfig, topic: str) -> dict[int, int]:
 
 
 def _produce(cfg: FlywheelConfig, run_id: str, rows: int) -> None:
-    producer = KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**kafka_args(cfg), acks="all")
     for i in range(rows):
         record = {"run": run_id, "user_id": i % 17, "item_id": (i * 31) % 101, "ts": time.time()}
         producer.send(SOURCE, key=str(record["user_id"]).encode(), value=json.dumps(record).encode())
@@ -48,7 +48,7 @@ def _produce(cfg: FlywheelConfig, run_id: str, rows: int) -> None:
 
 
 def _consume(cfg: FlywheelConfig, run_id: str, rows: int, start: dict[int, int], timeout_s: float) -> list[dict]:
-    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False,
+    consumer = KafkaConsumer(**kafka_args(cfg), enable_auto_commit=False,
                              consumer_timeout_ms=2000)
     parts = [TopicPartition(SINK, p) for p in start]
     consumer.assign(parts)
@@ -115,7 +115,7 @@ def run_smoke(cfg: FlywheelConfig, rows: int = 500, with_airflow: bool = True, e
         _produce(cfg, run_id, rows)
     with step("flink passthrough"):
         job = flinkjobs.submit(cfg, REPO_ROOT / "streaming/jobs/passthrough.py", [
-            "--bootstrap", cfg.kafka_bootstrap, "--source", SOURCE, "--sink", SINK,
+            *flinkjobs.kafka_argv(cfg), "--source", SOURCE, "--sink", SINK,
             "--start-offsets", json.dumps({str(p): o for p, o in src_start.items()}),
         ])
         if flinkjobs.wait(cfg, job, timeout_s=300) != "FINISHED":

@@ -7,6 +7,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from flywheel.config import FlywheelConfig
+from flywheel.secrets import kafka_args
 
 
 def ensure_topics(cfg: FlywheelConfig) -> list[str]:
@@ -15,7 +16,7 @@ def ensure_topics(cfg: FlywheelConfig) -> list[str]:
     Returns:
       The names of the topics created by this call.
     """
-    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap, client_id="flywheel-topics")
+    admin = KafkaAdminClient(**kafka_args(cfg), client_id="flywheel-topics")
     try:
         existing = set(admin.list_topics())
         wanted = [

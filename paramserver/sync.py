@@ -58,11 +58,12 @@ def reset_message(shard: int, snapshot_id: str | None, root: str) -> tuple[bytes
 class DeltaPublisher:
     """Ships one training shard's deltas to Kafka every ``interval_s`` (a daemon thread)."""
 
-    def __init__(self, tables: dict[str, EmbeddingTable], shard: int, bootstrap: str, topic: str,
+    def __init__(self, tables: dict[str, EmbeddingTable], shard: int, kafka: dict, topic: str,
                  interval_s: float, status: dict):
+        """``kafka``: the client arguments (bootstrap address and login, flywheel.secrets.kafka_args)."""
         self.tables, self.shard, self.topic, self.interval_s = tables, shard, topic, interval_s
         self.status = status
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+        self._producer = KafkaProducer(**kafka, acks="all", linger_ms=5,
                                        max_request_size=1_048_576, retries=5)
         partitions = self._producer.partitions_for(topic)
         if not partitions:
@@ -70,7 +71,7 @@ class DeltaPublisher:
         self.partition = shard % len(partitions)
         self._queued: deque[tuple[bytes, bytes]] = deque()
         self._lock = threading.Lock()  # one sync at a time (timer thread or a snapshot)
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"delta-publisher-{shard}", daemon=True)
         status.update({"role": "publisher", "topic": topic, "partition": self.partition, "rows_shipped": 0,
@@ -98,7 +99,7 @@ class DeltaPublisher:
                 self._sync_locked()  # the first call may only have drained older messages
             if self._queued:
                 raise RuntimeError(f"deltas could not be shipped: {self.status['last_error']}")
-            consumer = KafkaConsumer(bootstrap_servers=self._bootstrap)
+            consumer = KafkaConsumer(**self._kafka)
             try:
                 tp = TopicPartition(self.topic, self.partition)
                 return consumer.end_offsets([tp])[tp]
@@ -159,13 +160,13 @@ class DeltaSubscriber:
     """Applies one shard's deltas from Kafka to a serving shard's tables (a daemon thread).
     Lookups keep running while deltas apply (the table's shared lock)."""
 
-    def __init__(self, tables: dict[str, EmbeddingTable], shard: int, bootstrap: str, topic: str,
+    def __init__(self, tables: dict[str, EmbeddingTable], shard: int, kafka: dict, topic: str,
                  status: dict, start_offset: int | None = None,
                  on_reset: Callable[[str, str], object] | None = None):
         """``on_reset(snapshot_id, root)`` reloads the shard from a snapshot (``none``: empty)."""
         self.tables, self.shard, self.status, self.on_reset = tables, shard, status, on_reset
         self._reset_failures: dict[int, int] = {}
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+        self._consumer = KafkaConsumer(**kafka, enable_auto_commit=False,
                                        fetch_max_bytes=16 * 1_048_576, max_partition_fetch_bytes=4 * 1_048_576)
         partitions = self._consumer.partitions_for_topic(topic)
         if not partitions:

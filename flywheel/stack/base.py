@@ -8,6 +8,7 @@ initialisation (format storage, migrate a database), a ``healthy`` probe, and an
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -78,9 +79,17 @@ def require(path: Path, what: str) -> Path:
     return path
 
 
-def write(path: Path, text: str) -> Path:
+def write(path: Path, text: str, mode: int | None = None) -> Path:
+    """Write ``text`` to ``path``; with ``mode`` (e.g. 0o600 for a file holding a secret) the file
+    never has another mode, not even for a moment."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    if mode is None:
+        path.write_text(text)
+        return path
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)  # an existing file keeps its mode on open
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
     return path
 
 

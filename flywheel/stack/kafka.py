@@ -6,6 +6,7 @@ import base64
 import uuid
 
 from flywheel.config import FlywheelConfig
+from flywheel.secrets import jaas_plain, kafka_args, kafka_password
 from flywheel.stack.base import Program, Service, jars, java, port_open, run_once, write
 
 LOG4J2 = """\
@@ -26,19 +27,33 @@ logger.coordinator.level = WARN
 
 
 def server_properties(cfg: FlywheelConfig) -> str:
+    """The broker+controller's properties. With ``kafka.sasl`` both listeners take SASL/PLAIN
+    logins only (kafka.user and its password, which this node logs in with too), so the file
+    holds the password: it is written mode 0600 in the state dir."""
     bind, host, k = cfg.stack.bind, cfg.stack.host_of("kafka"), cfg.kafka
     data = cfg.stack.root / "kafka" / "data"
+    protocol = "SASL_PLAINTEXT" if k.sasl else "PLAINTEXT"
+    login = ""
+    if k.sasl:
+        jaas = jaas_plain(k.user, kafka_password(cfg), accept=True)
+        login = f"""\
+sasl.enabled.mechanisms=PLAIN
+sasl.mechanism.inter.broker.protocol=PLAIN
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.client.plain.sasl.jaas.config={jaas}
+listener.name.controller.plain.sasl.jaas.config={jaas}
+"""
     return f"""\
 # Rendered by flywheel.stack.kafka from config/flywheel.yaml; edits here are overwritten.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{host}:{k.controller_port}
-listeners=PLAINTEXT://{bind}:{k.port},CONTROLLER://{bind}:{k.controller_port}
-advertised.listeners=PLAINTEXT://{host}:{k.port}
+listeners=CLIENT://{bind}:{k.port},CONTROLLER://{bind}:{k.controller_port}
+advertised.listeners=CLIENT://{host}:{k.port}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs={data}
+inter.broker.listener.name=CLIENT
+listener.security.protocol.map=CLIENT:{protocol},CONTROLLER:{protocol}
+{login}log.dirs={data}
 num.partitions={k.num_partitions}
 auto.create.topics.enable=false
 offsets.topic.replication.factor=1
@@ -68,7 +83,7 @@ def service(cfg: FlywheelConfig) -> Service:
            f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={cfg.stack.logs}", "-cp", classpath]
 
     def prepare() -> None:
-        write(conf, server_properties(cfg))
+        write(conf, server_properties(cfg), mode=0o600)
         write(log4j, LOG4J2)
         if not (home / "data" / "meta.properties").exists():
             run_once(jvm + ["kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(conf)],
@@ -93,7 +108,7 @@ def service(cfg: FlywheelConfig) -> Service:
 def _broker_ready(cfg: FlywheelConfig) -> bool:
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap, request_timeout_ms=3000)
+    admin = KafkaAdminClient(**kafka_args(cfg), request_timeout_ms=3000)
     try:
         admin.list_topics()
         return True

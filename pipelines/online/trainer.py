@@ -28,6 +28,7 @@ import pyarrow.flight as flight
 from kafka import KafkaConsumer, TopicPartition
 
 from flywheel.config import FlywheelConfig
+from flywheel.secrets import kafka_args
 from paramserver.client import PSClient
 from paramserver.ledger import batch_key
 from paramserver.snapshots import snapshot_all
@@ -54,7 +55,7 @@ class OnlineTrainer:
         # not be trained on
         # offsets are also committed to ``online.group`` after each acknowledged push, for lag
         # monitoring (stream_health, the Kafka tools); recovery reads them from snapshots only
-        self.consumer = KafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False,
+        self.consumer = KafkaConsumer(**kafka_args(cfg), enable_auto_commit=False,
                                       isolation_level="read_committed", group_id=cfg.online.group)
         parts = self.consumer.partitions_for_topic(topic)
         if not parts:

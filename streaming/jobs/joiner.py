@@ -46,6 +46,7 @@ from pyflink.datastream.functions import KeyedProcessFunction, ProcessFunction, 
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
+from streaming.jobs import kafka_login
 from streaming.jobs.landing import land_examples, sql_options
 from streaming.sampling import example_rates, parse_rates, sample_negative
 from streaming.schemas import (
@@ -218,15 +219,17 @@ class Join(KeyedProcessFunction):
 
 
 def kafka_source(args, topic: str) -> KafkaSource:
-    return (
+    builder = (
         KafkaSource.builder()
         .set_bootstrap_servers(args.bootstrap)
         .set_topics(topic)
         .set_group_id(args.group)
         .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST))
         .set_value_only_deserializer(ByteArraySchema())
-        .build()
     )
+    for key, value in kafka_login.properties(args.kafka_user).items():
+        builder = builder.set_property(key, value)
+    return builder.build()
 
 
 def keyed_kafka_sink(t_env: StreamTableEnvironment, statements, records, name: str, topic: str, args) -> None:
@@ -241,7 +244,7 @@ def keyed_kafka_sink(t_env: StreamTableEnvironment, statements, records, name: s
     options = {
         "connector": "kafka", "topic": topic, "properties.bootstrap.servers": args.bootstrap,
         "key.format": "raw", "key.fields": "k", "value.format": "raw", "value.fields-include": "EXCEPT_KEY",
-        "sink.delivery-guarantee": args.delivery,
+        "sink.delivery-guarantee": args.delivery, **kafka_login.table_options(args.kafka_user),
         **({"sink.transactional-id-prefix": f"{args.group}-{name}",
             # the broker refuses transactions longer than its transaction.max.timeout.ms (15 min)
             "properties.transaction.timeout.ms": "900000"} if exactly_once else {}),
@@ -252,7 +255,7 @@ def keyed_kafka_sink(t_env: StreamTableEnvironment, statements, records, name: s
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", required=True)
+    kafka_login.add_arguments(parser)
     parser.add_argument("--features-topic", default="features")
     parser.add_argument("--actions-topic", default="actions")
     parser.add_argument("--examples-topic", default="examples")
@@ -309,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     keyed_kafka_sink(t_env, statements, examples, "examples", args.examples_topic, args)
     keyed_kafka_sink(t_env, statements, dead[0].union(dead[1]), "dead_letters", args.dead_letter_topic, args)
     if args.land_path:
-        land_examples(t_env, statements, bootstrap=args.bootstrap, topic=args.examples_topic,
+        land_examples(t_env, statements, bootstrap=args.bootstrap, login=kafka_login.table_options(args.kafka_user), topic=args.examples_topic,
                       group=f"{args.group}-landing", path=args.land_path, lateness_s=args.land_lateness_s,
                       idle_timeout_s=args.idle_timeout_s)
     statements.attach_as_datastream()

@@ -41,12 +41,12 @@ EXAMPLE_COLUMNS = [
 
 
 def sql_options(options: dict[str, str]) -> str:
-    """The body of a SQL ``WITH (...)`` clause."""
-    return ", ".join(f"'{k}' = '{v}'" for k, v in options.items())
+    """The body of a SQL ``WITH (...)`` clause (quotes in values doubled, as SQL escapes them)."""
+    return ", ".join(f"'{k}' = '{str(v).replace(chr(39), chr(39) * 2)}'" for k, v in options.items())
 
 
 def land_examples(t_env: StreamTableEnvironment, statements: StatementSet, *, bootstrap: str, topic: str,
-                  group: str, path: str, lateness_s: int = 60, idle_timeout_s: float = 30) -> None:
+                  group: str, login: dict[str, str] | None = None, path: str, lateness_s: int = 60, idle_timeout_s: float = 30) -> None:
     """Add the landing INSERT to ``statements`` (see the module docstring)."""
     # DATE_FORMAT of a TIMESTAMP_LTZ uses the session zone: partitions are UTC hours
     t_env.get_config().set("table.local-time-zone", "UTC")
@@ -56,7 +56,7 @@ def land_examples(t_env: StreamTableEnvironment, statements: StatementSet, *, bo
         "properties.group.id": group, "properties.isolation.level": "read_committed",
         "scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest",
         "scan.watermark.idle-timeout": f"{int(idle_timeout_s * 1000)} ms",
-        "format": "json", "json.ignore-parse-errors": "true",
+        "format": "json", "json.ignore-parse-errors": "true", **(login or {}),
     }
     t_env.execute_sql(
         f"CREATE TEMPORARY TABLE landing_source ({columns}, "

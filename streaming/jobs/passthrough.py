@@ -29,6 +29,8 @@ from pyflink.datastream.connectors.kafka import (
     KafkaTopicPartition,
 )
 
+from streaming.jobs import kafka_login
+
 
 def tag(value: str) -> str:
     """Mark a record as having crossed Flink; malformed records are wrapped, not dropped."""
@@ -44,7 +46,7 @@ def tag(value: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", required=True)
+    kafka_login.add_arguments(parser)
     parser.add_argument("--source", required=True)
     parser.add_argument("--sink", required=True)
     parser.add_argument("--start-offsets", required=True, help='JSON {"<partition>": <offset>}')
@@ -67,7 +69,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     if not args.unbounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
-    source = builder.build()
     sink = (
         KafkaSink.builder()
         .set_bootstrap_servers(args.bootstrap)
@@ -78,8 +79,10 @@ def main(argv: list[str] | None = None) -> None:
             .build()
         )
         .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
-        .build()
     )
+    for key, value in kafka_login.properties(args.kafka_user).items():
+        builder, sink = builder.set_property(key, value), sink.set_property(key, value)
+    source, sink = builder.build(), sink.build()
     (
         env.from_source(source, WatermarkStrategy.no_watermarks(), f"kafka:{args.source}")
         .map(tag, output_type=Types.STRING())

@@ -12,29 +12,30 @@ from kafka.admin import NewTopic
 from flywheel import flinkjobs
 from flywheel.config import REPO_ROOT
 from flywheel.hdfs import webhdfs
+from flywheel.secrets import kafka_args
 
 pytestmark = pytest.mark.integration
 
 
 def test_pyflink_job_reads_one_topic_and_writes_another(stack):
     src, dst = f"it-src-{uuid.uuid4().hex[:6]}", f"it-dst-{uuid.uuid4().hex[:6]}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_args(stack))
     admin.create_topics([NewTopic(src, 2, 1), NewTopic(dst, 2, 1)])
     admin.close()
-    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    producer = KafkaProducer(**kafka_args(stack))
     for i in range(120):
         producer.send(src, key=str(i).encode(), value=json.dumps({"i": i}).encode())
     producer.send(src, key=b"bad", value=b"not json")
     producer.flush()
 
     job = flinkjobs.submit(stack, REPO_ROOT / "streaming/jobs/passthrough.py", [
-        "--bootstrap", stack.kafka_bootstrap, "--source", src, "--sink", dst,
+        *flinkjobs.kafka_argv(stack), "--source", src, "--sink", dst,
         "--start-offsets", json.dumps({"0": 0, "1": 0}),
     ])
     final = flinkjobs.wait(stack, job, timeout_s=240)
     assert final == "FINISHED", flinkjobs.exceptions(stack, job)
 
-    consumer = KafkaConsumer(dst, bootstrap_servers=stack.kafka_bootstrap,
+    consumer = KafkaConsumer(dst, **kafka_args(stack),
                              auto_offset_reset="earliest", consumer_timeout_ms=10_000)
     out = [json.loads(m.value) for m in consumer]
     consumer.close()
@@ -45,11 +46,11 @@ def test_pyflink_job_reads_one_topic_and_writes_another(stack):
 
 def test_streaming_job_checkpoints_rocksdb_state_to_hdfs(stack):
     topic = f"it-ckpt-{uuid.uuid4().hex[:6]}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_args(stack))
     admin.create_topics([NewTopic(topic, 1, 1)])
     admin.close()
     job = flinkjobs.submit(stack, REPO_ROOT / "streaming/jobs/passthrough.py", [
-        "--bootstrap", stack.kafka_bootstrap, "--source", topic, "--sink", topic + "-out",
+        *flinkjobs.kafka_argv(stack), "--source", topic, "--sink", topic + "-out",
         "--start-offsets", json.dumps({"0": 0}), "--unbounded",
     ])
     try:

@@ -18,6 +18,7 @@ from kafka.admin import NewTopic
 from flywheel import flinkjobs
 from flywheel.config import REPO_ROOT
 from flywheel.hdfs import webhdfs
+from flywheel.secrets import kafka_args
 from flywheel.spark import spark_session
 from serving.panels import flink_join
 from streaming.sampling import sample_negative
@@ -36,13 +37,13 @@ class Joiner:
         tag = uuid.uuid4().hex[:6]
         self.stack = stack
         self.topics = {name: f"it-join-{name}-{tag}" for name in ("features", "actions", "examples", "dead")}
-        admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+        admin = KafkaAdminClient(**kafka_args(stack))
         admin.create_topics([NewTopic(t, 1, 1) for t in self.topics.values()])
         admin.close()
-        self.producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+        self.producer = KafkaProducer(**kafka_args(stack))
         args = {"label-window-s": WINDOW_S, "negative-rate": 1.0, "out-of-orderness-s": 1,
                 "parallelism": 1, "group": f"it-join-{tag}", **options}
-        argv = ["--bootstrap", stack.kafka_bootstrap,
+        argv = [*flinkjobs.kafka_argv(stack),
                 "--features-topic", self.topics["features"], "--actions-topic", self.topics["actions"],
                 "--examples-topic", self.topics["examples"], "--dead-letter-topic", self.topics["dead"]]
         for name, value in args.items():
@@ -61,7 +62,7 @@ class Joiner:
         """Wait for ``count`` new records matching ``where`` on an output topic (then ``settle_s``
         more for any further ones); return them."""
         if name not in self.readers:
-            self.readers[name] = KafkaConsumer(self.topics[name], bootstrap_servers=self.stack.kafka_bootstrap,
+            self.readers[name] = KafkaConsumer(self.topics[name], **kafka_args(self.stack),
                                                auto_offset_reset="earliest", consumer_timeout_ms=1000,
                                                isolation_level="read_committed")
         found, deadline = [], time.monotonic() + timeout_s

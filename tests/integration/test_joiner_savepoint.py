@@ -15,6 +15,7 @@ from kafka.admin import NewTopic
 from flywheel import flinkjobs, joiner_job
 from flywheel.config import load_config
 from flywheel.hdfs import webhdfs
+from flywheel.secrets import kafka_args
 from flywheel.spark import spark_session
 from streaming.schemas import Action, Features, encode, key_of
 
@@ -28,7 +29,7 @@ USERS = range(1, 9)  # over both partitions of the stack's topics
 def cfg(stack):
     tag = uuid.uuid4().hex[:6]
     topics = {name: f"it-sp-{name}-{tag}" for name in ("features", "actions", "examples", "dead")}
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_args(stack))
     admin.create_topics([NewTopic(t, 2, 1) for t in topics.values()])  # two partitions, as the stack's
     admin.close()
     env = {**os.environ, "FLYWHEEL__JOINER__FEATURES_TOPIC": topics["features"],
@@ -45,7 +46,7 @@ def cfg(stack):
 
 def test_stop_with_savepoint_and_resume_loses_and_duplicates_nothing(cfg):
     run = uuid.uuid4().hex[:6]
-    producer = KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap)
+    producer = KafkaProducer(**kafka_args(cfg))
 
     def send(event):
         topic = cfg.joiner.features_topic if isinstance(event, Features) else cfg.joiner.actions_topic
@@ -111,7 +112,7 @@ def test_stop_with_savepoint_and_resume_loses_and_duplicates_nothing(cfg):
 def read_examples(cfg, run: str, want: int, timeout_s: float = 120) -> list[dict]:
     """Every committed example of this run on the examples topic (from the start), once ``want``
     are there (plus 3 s for any extra)."""
-    consumer = KafkaConsumer(cfg.joiner.examples_topic, bootstrap_servers=cfg.kafka_bootstrap, auto_offset_reset="earliest",
+    consumer = KafkaConsumer(cfg.joiner.examples_topic, **kafka_args(cfg), auto_offset_reset="earliest",
                              isolation_level="read_committed", consumer_timeout_ms=1000)
     found, deadline, settle = [], time.monotonic() + timeout_s, None
     try:

@@ -25,6 +25,7 @@ import requests
 from kafka import KafkaConsumer
 
 from flywheel.prometheus import scrape, value
+from flywheel.secrets import kafka_args
 from flywheel.stack.supervisor import Supervisor
 from models.synthetic import write_movielens
 from simulator.freshness import probe_once
@@ -107,7 +108,7 @@ def test_a_user_who_likes_one_genre_sees_it_rise_and_the_loop_closes(stack, loop
     assert genre_share(feed, genre) >= genre_share(first, genre)
 
     # served features are on Kafka under the request id; joined examples reached the trainer
-    consumer = KafkaConsumer(stack.serving.features_topic, bootstrap_servers=stack.kafka_bootstrap,
+    consumer = KafkaConsumer(stack.serving.features_topic, **kafka_args(stack),
                              auto_offset_reset="earliest", consumer_timeout_ms=5000)
     logged = [json.loads(r.value) for r in consumer if r.key == str(user).encode()]
     consumer.close()

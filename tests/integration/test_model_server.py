@@ -20,6 +20,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 
+from flywheel.secrets import kafka_args
 from models.bundle import load_bundle
 from paramserver.client import PSClient
 from serving.app import create_app
@@ -48,7 +49,7 @@ class Server:
 
 
 def read(stack, topic: str, count: int, timeout_s: float = 30) -> list:
-    consumer = KafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap, auto_offset_reset="earliest",
+    consumer = KafkaConsumer(topic, **kafka_args(stack), auto_offset_reset="earliest",
                              consumer_timeout_ms=1000)
     found, deadline = [], time.monotonic() + timeout_s
     while len(found) < count and time.monotonic() < deadline:
@@ -62,7 +63,7 @@ def read(stack, topic: str, count: int, timeout_s: float = 30) -> list:
 def server(stack, tmp_path_factory):
     tag = uuid.uuid4().hex[:6]
     topics = {"features_topic": f"it-serve-features-{tag}", "actions_topic": f"it-serve-actions-{tag}"}
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_args(stack))
     admin.create_topics([NewTopic(t, 1, 1) for t in topics.values()])
     admin.close()
     cfg = stack.model_copy(update={"serving": stack.serving.model_copy(update={**topics, "max_events": 5,

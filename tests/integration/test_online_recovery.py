@@ -14,6 +14,7 @@ from kafka.admin import NewTopic
 from test_paramserver import OWN_PORTS, Cluster
 
 from flywheel.config import load_config
+from flywheel.secrets import kafka_args
 from paramserver.ledger import gaps_and_doubles
 from pipelines.online.trainer import OnlineTrainer
 
@@ -41,7 +42,7 @@ def make_cluster(stack, topic: str) -> Cluster:
            "FLYWHEEL__PARAMSERVER__DELTAS_TOPIC": f"ps-deltas-{uuid.uuid4().hex[:8]}",
            "FLYWHEEL__PARAMSERVER__SNAPSHOT_DIR": f"/flywheel/it-snapshots/{uuid.uuid4().hex[:8]}",
            "FLYWHEEL__PARAMSERVER__TABLES": "{emb: {dim: 8, optimizer: adagrad, learning_rate: 0.1, initializer: zeros, admit_after: 3}}"}
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_args(stack))
     admin.create_topics([NewTopic(env["FLYWHEEL__PARAMSERVER__DELTAS_TOPIC"], 2, 1)])
     admin.close()
     c = Cluster(env)
@@ -71,11 +72,11 @@ def train(cluster: Cluster, topic: str, total: int, kill_at: int | None = None) 
 
 def test_kill_9_mid_stream_then_recover_equals_uninterrupted_run(stack):
     topic = f"examples-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_args(stack))
     admin.create_topics([NewTopic(topic, 2, 1)])
     admin.close()
     rng = np.random.default_rng(5)
-    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    producer = KafkaProducer(**kafka_args(stack))
     total = 4000
     for i in range(total):
         example = {"user": int(rng.choice(USERS)), "label": int(rng.random() < 0.3)}
@@ -107,11 +108,11 @@ def test_a_published_batch_snapshot_is_where_the_trainer_continues(stack):
     from paramserver.snapshots import latest_with_offsets, mark_published
 
     topic = f"examples-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_args(stack))
     admin.create_topics([NewTopic(topic, 2, 1)])
     admin.close()
     data_end = int(time.time() * 1000) - 60_000
-    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    producer = KafkaProducer(**kafka_args(stack))
     for i in range(600):  # 400 before the batch data ended, 200 after
         ts = data_end - 3_600_000 + i if i < 400 else data_end + i
         example = {"user": int(USERS[i % 50]), "label": i % 2}
@@ -145,10 +146,10 @@ def test_a_batch_with_nan_gradients_is_skipped_counted_and_left_unapplied(stack)
     """A poison batch (NaN gradients: the PS refuses them, a replay would too) is skipped and
     counted; training goes on, and the ledger shows exactly its offsets as not applied."""
     topic = f"examples-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_args(stack))
     admin.create_topics([NewTopic(topic, 1, 1)])
     admin.close()
-    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    producer = KafkaProducer(**kafka_args(stack))
     for i in range(300):
         label = float("nan") if i == 150 else i % 2
         producer.send(topic, value=json.dumps({"user": int(USERS[i % 40]), "label": label}).encode())

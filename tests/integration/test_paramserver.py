@@ -18,6 +18,7 @@ from kafka.admin import NewTopic
 
 from flywheel import secrets
 from flywheel.config import load_config
+from flywheel.secrets import kafka_args
 from paramserver.client import PSClient
 from paramserver.wire import encode
 
@@ -69,7 +70,7 @@ class Cluster:
 @pytest.fixture
 def cluster(stack):
     topic = f"ps-deltas-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_args(stack))
     admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
     admin.close()
     # its own snapshot folder: a snapshot of the stack's (another shard count) must not be restored

@@ -9,6 +9,7 @@ from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
 from flywheel.health import HealthError, consumer_lag, freshness, joiner_running
+from flywheel.secrets import kafka_args
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,7 @@ def tuned(cfg, section: str, **values):
 def topic(stack):
     """A new two-partition topic, deleted afterwards."""
     name = f"it-health-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = KafkaAdminClient(**kafka_args(stack))
     admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
     yield name
     admin.delete_topics([name])
@@ -42,13 +43,13 @@ def test_joiner_running_fails_clearly_when_no_joiner_runs(stack):
 
 
 def test_consumer_lag_counts_records_past_the_committed_offsets(stack, topic):
-    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**kafka_args(stack), acks="all")
     for i in range(30):
         producer.send(topic, key=b"k", value=b"%d" % i, partition=0 if i < 20 else 1)
     producer.flush()
     producer.close()
     group = f"it-health-{uuid.uuid4().hex[:6]}"
-    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka_args(stack), group_id=group, enable_auto_commit=False)
     consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(15, "", -1)})  # partition 1: never committed
     consumer.close()
 
@@ -66,7 +67,7 @@ def test_freshness_reads_the_newest_committed_record_only(stack, topic):
     with pytest.raises(HealthError, match=f"topic '{topic}' at Kafka {stack.kafka_bootstrap} holds no committed record"):
         freshness(cfg, topic)
 
-    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, transactional_id=f"it-health-{topic}")
+    producer = KafkaProducer(**kafka_args(stack), transactional_id=f"it-health-{topic}")
     producer.init_transactions()
     producer.begin_transaction()
     producer.send(topic, key=b"k", value=b"committed an hour ago", partition=0,

@@ -26,7 +26,8 @@ COMPOSE_FILE = REPO_ROOT / "docker" / "compose.yaml"
 DOCKER_COMPOSE = shutil.which("docker-compose")
 SECRETS = {"FLYWHEEL_MLFLOW_PASSWORD": "test-mlflow", "FLYWHEEL_MLFLOW_SECRET_KEY": "test-mlflow-key",
            "AIRFLOW_ADMIN_PASSWORD": "test-admin", "AIRFLOW_JWT_SECRET": "test-jwt",
-           "AIRFLOW_API_SECRET_KEY": "test-key", "FLYWHEEL_PS_TOKEN": "test-ps-token"}
+           "AIRFLOW_API_SECRET_KEY": "test-key", "FLYWHEEL_PS_TOKEN": "test-ps-token",
+           "FLYWHEEL_KAFKA_PASSWORD": "test-kafka-password"}
 # service -> the config section (or port key, with its +shard ports) whose ports it listens on
 # (None: publishes nothing)
 SERVICES = {
@@ -179,8 +180,9 @@ def test_rendered_files_use_service_names_and_bind_the_container(docker_cfg):
 
     props = dict(line.split("=", 1) for line in kafka.server_properties(docker_cfg).splitlines()
                  if line and not line.startswith("#"))
-    assert props["listeners"] == "PLAINTEXT://0.0.0.0:9092,CONTROLLER://0.0.0.0:9093"
-    assert props["advertised.listeners"] == "PLAINTEXT://kafka:9092"
+    assert props["listeners"] == "CLIENT://0.0.0.0:9092,CONTROLLER://0.0.0.0:9093"
+    assert props["advertised.listeners"] == "CLIENT://kafka:9092"
+    assert props["listener.security.protocol.map"] == "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
     assert props["controller.quorum.voters"] == "1@kafka:9093"
     files = hdfs.site_files(docker_cfg)
     assert "<value>hdfs://hdfs-namenode:8020</value>" in files["core-site.xml"]
@@ -268,4 +270,10 @@ def test_mlflow_and_its_clients_get_the_mlflow_login(resolved):
 def test_the_parameter_servers_and_their_clients_share_the_token(resolved):
     for name in ("paramserver-training", "paramserver-serving", "airflow-scheduler"):
         assert resolved["services"][name]["environment"]["FLYWHEEL_PS_TOKEN"] == "test-ps-token", name
+        assert resolved["services"][name]["environment"]["FLYWHEEL_CONFIG"] == "config/docker.yaml", name
+
+
+def test_kafka_and_its_clients_share_the_login(resolved):
+    for name in ("kafka", "stack-init", "paramserver-training", "paramserver-serving", "airflow-scheduler"):
+        assert resolved["services"][name]["environment"]["FLYWHEEL_KAFKA_PASSWORD"] == "test-kafka-password", name
         assert resolved["services"][name]["environment"]["FLYWHEEL_CONFIG"] == "config/docker.yaml", name

@@ -65,3 +65,41 @@ def test_airflow_logins_are_the_configured_users_each_with_its_own_password(cfg)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     fewer = cfg.model_copy(update={"airflow": cfg.airflow.model_copy(update={"users": {}})})
     assert set(airflow.passwords(fewer)) == {"admin"}  # a user taken out of the config loses the login
+
+
+def test_kafka_clients_log_in_when_kafka_sasl_is_on_and_not_otherwise(cfg, monkeypatch):
+    args = secrets.kafka_args(cfg)
+    assert args == {"bootstrap_servers": cfg.kafka_bootstrap, "security_protocol": "SASL_PLAINTEXT",
+                    "sasl_mechanism": "PLAIN", "sasl_plain_username": "flywheel",
+                    "sasl_plain_password": secrets.value(cfg, secrets.KAFKA_PASSWORD)}
+    off = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"sasl": False})})
+    assert secrets.kafka_args(off) == {"bootstrap_servers": cfg.kafka_bootstrap}
+    assert secrets.kafka_password(off) is None
+    monkeypatch.setenv("FLYWHEEL_KAFKA_PASSWORD", 'a"b')  # would end the JAAS value early
+    with pytest.raises(ValueError, match="environment FLYWHEEL_KAFKA_PASSWORD.*quote"):
+        secrets.kafka_args(cfg)
+
+
+def test_the_broker_accepts_exactly_the_configured_login_on_both_listeners(cfg, monkeypatch):
+    from flywheel.stack import kafka
+
+    monkeypatch.setenv("FLYWHEEL_KAFKA_PASSWORD", "s3cret")
+    props = dict(line.split("=", 1) for line in kafka.server_properties(cfg).splitlines()
+                 if line and not line.startswith("#"))
+    assert props["listener.security.protocol.map"] == "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="flywheel" '
+            'password="s3cret" user_flywheel="s3cret";')
+    assert props["listener.name.client.plain.sasl.jaas.config"] == jaas
+    assert props["listener.name.controller.plain.sasl.jaas.config"] == jaas
+    off = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"sasl": False})})
+    assert "sasl" not in kafka.server_properties(off) and "CLIENT:PLAINTEXT" in kafka.server_properties(off)
+
+
+def test_a_file_written_with_a_mode_never_keeps_another(tmp_path):
+    from flywheel.stack.base import write
+
+    path = tmp_path / "server.properties"
+    path.write_text("old")
+    path.chmod(0o644)  # rendered by an older version, readable by all
+    write(path, "password=x", mode=0o600)
+    assert path.read_text() == "password=x" and stat.S_IMODE(path.stat().st_mode) == 0o600
