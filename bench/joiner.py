@@ -35,7 +35,7 @@ from kafka.admin import NewTopic  # noqa: E402
 from bench.report import Figure, report  # noqa: E402
 from flywheel import flinkjobs  # noqa: E402
 from flywheel.config import REPO_ROOT, load_config  # noqa: E402
-from flywheel.secrets import kafka_args  # noqa: E402
+from flywheel.secrets import flink_auth, kafka_args  # noqa: E402
 from flywheel.stack import control  # noqa: E402
 from flywheel.stack.supervisor import Supervisor  # noqa: E402
 from streaming.schemas import Action, Features, encode, key_of  # noqa: E402
@@ -145,7 +145,7 @@ def state_bytes(cfg, job: str, after: float, timeout_s: float = 180) -> float:
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        latest = (requests.get(f"{cfg.flink_url}/jobs/{job}/checkpoints", timeout=5).json().get("latest") or {})
+        latest = (requests.get(f"{cfg.flink_url}/jobs/{job}/checkpoints", auth=flink_auth(cfg), timeout=5).json().get("latest") or {})
         done = latest.get("completed") or {}
         if done and done.get("latest_ack_timestamp", 0) / 1000 > after:
             return float(done["state_size"])

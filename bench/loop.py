@@ -70,7 +70,7 @@ from flywheel import flinkjobs, joiner_job  # noqa: E402
 from flywheel.config import REPO_ROOT, load_config  # noqa: E402
 from flywheel.demo import with_data  # noqa: E402
 from flywheel.prometheus import histogram_quantiles, scrape, value  # noqa: E402
-from flywheel.secrets import kafka_args  # noqa: E402
+from flywheel.secrets import flink_auth, kafka_args  # noqa: E402
 from flywheel.stack import control  # noqa: E402
 from flywheel.stack.base import wait_until  # noqa: E402
 from flywheel.stack.supervisor import Supervisor  # noqa: E402
@@ -162,7 +162,7 @@ def bench_stack(data_arg: str | None, sim_rate: float, name: str, phase=lambda n
 def checkpoint_stats(cfg, job: str) -> dict:
     """The joiner's checkpoint counts and end-to-end durations (ms) from Flink's REST API."""
     try:
-        body = requests.get(f"{cfg.flink_url}/jobs/{job}/checkpoints", timeout=5).json()
+        body = requests.get(f"{cfg.flink_url}/jobs/{job}/checkpoints", auth=flink_auth(cfg), timeout=5).json()
     except (requests.RequestException, ValueError) as exc:
         return {"error": str(exc)}
     return {"counts": body.get("counts"), "end_to_end_duration_ms": body.get("summary", {}).get("end_to_end_duration")}

@@ -30,7 +30,7 @@ from flywheel.stack.base import Program, StackError, write  # noqa: E402
 # base.services(cfg) builds all of them, and each needs its own image's jars.
 PROGRAMS = {
     "kafka": "kafka", "hdfs-namenode": "hdfs", "hdfs-datanode": "hdfs",
-    "flink-jobmanager": "flink", "flink-taskmanager": "flink", "mlflow": "mlflow_server",
+    "flink-jobmanager": "flink", "flink-taskmanager": "flink", "flink-door": "flink", "mlflow": "mlflow_server",
     "airflow-api-server": "airflow", "airflow-scheduler": "airflow", "airflow-dag-processor": "airflow",
     "ps-training-0": "paramserver", "ps-serving-0": "paramserver",  # more shards: docker/README.md
 }
@@ -58,10 +58,17 @@ def prepare(cfg: FlywheelConfig, name: str) -> Program:
         if not (airflow.home(cfg) / "airflow.cfg").exists():
             raise StackError("airflow.cfg is missing: the airflow-db-migrate service must run first")
         hadoop_conf(cfg)  # HADOOP_CONF_DIR of the scheduler's spark-submit tasks
+    elif name == "flink-door":
+        from flywheel.stack import flink_door
+
+        flink_door.prepare(cfg)  # the login's hash; the door needs nothing of the cluster's
+    elif name.startswith("flink-"):
+        from flywheel.stack import flink
+
+        flink.prepare_cluster(cfg)  # not service.prepare(): the door's file is the door container's
+        hadoop_conf(cfg)  # hdfs:// checkpoints; locally the HDFS service wrote it
     else:
         service.prepare()
-        if name.startswith("flink-"):
-            hadoop_conf(cfg)  # hdfs:// checkpoints; locally the HDFS service wrote it
     program = next(p for p in service.programs if p.name == name)
     if name == "mlflow":
         # MLflow answers only Host headers of localhost and private IPs unless told otherwise.
@@ -69,13 +76,6 @@ def prepare(cfg: FlywheelConfig, name: str) -> Program:
                            for h in (n, f"{n}:*"))
         program = replace(program, command=[*program.command, "--allowed-hosts", allowed])
     return program
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def _secret(name: str) -> str:
@@ -90,10 +90,9 @@ def airflow_db_migrate(cfg: FlywheelConfig) -> None:
     from flywheel.stack import airflow
 
     home = airflow.home(cfg)
-    _write_private(home / "secrets" / "jwt_secret", _secret("AIRFLOW_JWT_SECRET"))
-    _write_private(home / "secrets" / "api_secret_key", _secret("AIRFLOW_API_SECRET_KEY"))
-    _write_private(home / "passwords.json",
-                   json.dumps({cfg.airflow.admin_user: _secret("AIRFLOW_ADMIN_PASSWORD")}))
+    write(home / "secrets" / "jwt_secret", _secret("AIRFLOW_JWT_SECRET"), mode=0o600)
+    write(home / "secrets" / "api_secret_key", _secret("AIRFLOW_API_SECRET_KEY"), mode=0o600)
+    write(home / "passwords.json", json.dumps({cfg.airflow.admin_user: _secret("AIRFLOW_ADMIN_PASSWORD")}), mode=0o600)
     airflow.service(cfg).prepare()
     print(f"airflow db migrate: done ({home / 'airflow.cfg'})")
 

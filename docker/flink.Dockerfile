@@ -42,6 +42,10 @@ ENV PYTHONUNBUFFERED=1 FLYWHEEL_CONFIG=config/docker.yaml
 
 # --- runtime ---------------------------------------------------------------------------------
 FROM runtime-base AS flink
+# caddy (Debian's): the flink-door service, basic auth in front of the JobManager's REST API
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends caddy \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/flywheel/.venv/flink /opt/flywheel/.venv/flink
 # Kafka connector + Parquet format (cluster lib dir) and the shaded Hadoop client (hdfs://).
 COPY --from=jars /out/jvm/flink-lib /opt/flywheel/build/jvm/flink-lib

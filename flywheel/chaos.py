@@ -267,7 +267,7 @@ def _joiner_running(cfg: FlywheelConfig) -> bool:
     """Every vertex of the joiner job is RUNNING (a job RUNNING while its tasks are still
     being deployed after a restart is not back yet)."""
     for jid in flinkjobs.running(cfg, joiner_job.job_name(cfg)):
-        body = requests.get(f"{cfg.flink_url}/jobs/{jid}", timeout=5).json()
+        body = requests.get(f"{cfg.flink_url}/jobs/{jid}", auth=secrets.flink_auth(cfg), timeout=5).json()
         if body.get("state") == "RUNNING" and all(v.get("status") == "RUNNING" for v in body.get("vertices", [])):
             return True
     return False

@@ -121,7 +121,7 @@ class KafkaConfig(_Section):
     num_partitions: int = Field(2, ge=1)
     topics: dict[str, TopicConfig] = Field(default_factory=dict)
     sasl: bool = True  # clients (and the controller) log in with SASL/PLAIN as `user`
-    user: str = Field("flywheel", pattern=r"^[A-Za-z0-9_.-]+$")  # password: FLYWHEEL_KAFKA_PASSWORD or <state>/secrets/kafka_password
+    user: str = Field("flywheel", pattern=r"^[A-Za-z0-9_.-]+$")  # password: flywheel/secrets.py KAFKA_PASSWORD
 
     _ports = field_validator("port", "controller_port")(_check_port)
 
@@ -143,7 +143,10 @@ class HdfsConfig(_Section):
 
 
 class FlinkConfig(_Section):
-    rest_port: Port = 8081
+    rest_port: Port = 8081  # the REST API and web UI, for clients: the door (Caddy, basic auth) when require_login
+    rest_backend_port: Port = 8091  # the JobManager's own REST listener, on loopback behind the door
+    require_login: bool = True
+    user: str = Field("flywheel", pattern=r"^[A-Za-z0-9_.-]+$")  # password: flywheel/secrets.py FLINK_PASSWORD
     jobmanager_rpc_port: Port = 6123
     taskmanager_rpc_port: Port = 6122
     taskmanager_data_port: Port = 6121
@@ -158,7 +161,7 @@ class FlinkConfig(_Section):
     savepoint_dir: str = "/flywheel/flink/savepoints"
 
     _ports = field_validator(
-        "rest_port", "jobmanager_rpc_port", "taskmanager_rpc_port", "taskmanager_data_port",
+        "rest_port", "rest_backend_port", "jobmanager_rpc_port", "taskmanager_rpc_port", "taskmanager_data_port",
         "blob_port", "metrics_query_port",
     )(_check_port)
 

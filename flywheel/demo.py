@@ -79,6 +79,8 @@ def where_to_look(cfg: FlywheelConfig) -> str:
         lines.append(f"  Airflow login            {user} / {password}")
     user, password = secrets.mlflow_login(cfg)
     lines.append(f"  MLflow login             {user} / {password}")
+    if flink_login := secrets.flink_auth(cfg):
+        lines.append(f"  Flink login              {flink_login[0]} / {flink_login[1]}")
     return "\n".join(lines)
 
 

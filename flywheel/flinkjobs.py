@@ -11,7 +11,7 @@ from pathlib import Path
 import requests
 
 from flywheel.config import REPO_ROOT, FlywheelConfig
-from flywheel.secrets import KAFKA_PASSWORD, kafka_password
+from flywheel.secrets import KAFKA_PASSWORD, flink_auth, flink_client_headers, kafka_password
 from flywheel.stack import flink
 from flywheel.stack.base import StackError
 
@@ -31,12 +31,16 @@ def submit(cfg: FlywheelConfig, script: Path, args: list[str], timeout_s: float 
 
     The `flink` client compiles the Python job with the Flink environment's interpreter and
     the cluster's FLINK_CONF_DIR/FLINK_LIB_DIR (which holds the Kafka connector). The Kafka
-    password reaches the job in the client's environment, never on its command line.
+    password reaches the job, and the REST login the client, in the client's environment,
+    never on its command line.
     """
     cli = flink.PYFLINK_HOME / "bin" / "flink"
     env = {**os.environ, **flink.environment(cfg)}
     if cfg.kafka.sasl:
-        env[KAFKA_PASSWORD.env] = kafka_password(cfg)  # read by streaming/jobs/kafka_login.py
+        # read by streaming/jobs/kafka_login.py. Keep "PASSWORD" in the name: the flink client logs
+        # the Python process's environment, masking variables whose name holds "password"
+        env[KAFKA_PASSWORD.env] = kafka_password(cfg)
+    env.update(flink_client_headers(cfg))  # the CLI's login at the REST door (flink.require_login)
     restore = ["--fromSavepoint", savepoint] if savepoint else []
     cmd = [str(cli), "run", "--detached", *restore, "--python", str(script), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=timeout_s)
@@ -49,7 +53,7 @@ def submit(cfg: FlywheelConfig, script: Path, args: list[str], timeout_s: float 
 
 
 def state(cfg: FlywheelConfig, job_id: str) -> str:
-    resp = requests.get(f"{cfg.flink_url}/jobs/{job_id}", timeout=5)
+    resp = requests.get(f"{cfg.flink_url}/jobs/{job_id}", auth=flink_auth(cfg), timeout=5)
     resp.raise_for_status()
     return resp.json()["state"]
 
@@ -70,19 +74,19 @@ def wait(cfg: FlywheelConfig, job_id: str, until: set[str] = TERMINAL, timeout_s
 
 def cancel(cfg: FlywheelConfig, job_id: str, timeout_s: float = 60) -> None:
     """Cancel the job and wait until it has ended (its task slots are free again)."""
-    requests.patch(f"{cfg.flink_url}/jobs/{job_id}?mode=cancel", timeout=5).raise_for_status()
+    requests.patch(f"{cfg.flink_url}/jobs/{job_id}?mode=cancel", auth=flink_auth(cfg), timeout=5).raise_for_status()
     wait(cfg, job_id, timeout_s=timeout_s)
 
 
 def stop_with_savepoint(cfg: FlywheelConfig, job_id: str, timeout_s: float = 300) -> str:
     """Stop the job gracefully with a savepoint (in ``flink.savepoint_dir``; no drain, so
     pending timers stay in state); return the savepoint's location once the job is stopped."""
-    resp = requests.post(f"{cfg.flink_url}/jobs/{job_id}/stop", json={"drain": False}, timeout=10)
+    resp = requests.post(f"{cfg.flink_url}/jobs/{job_id}/stop", auth=flink_auth(cfg), json={"drain": False}, timeout=10)
     resp.raise_for_status()
     trigger = resp.json()["request-id"]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        body = requests.get(f"{cfg.flink_url}/jobs/{job_id}/savepoints/{trigger}", timeout=10).json()
+        body = requests.get(f"{cfg.flink_url}/jobs/{job_id}/savepoints/{trigger}", auth=flink_auth(cfg), timeout=10).json()
         if body.get("status", {}).get("id") == "COMPLETED":
             operation = body.get("operation", {})
             if "location" not in operation:
@@ -97,20 +101,21 @@ def stop_with_savepoint(cfg: FlywheelConfig, job_id: str, timeout_s: float = 300
 
 def running(cfg: FlywheelConfig, name: str) -> list[str]:
     """Ids of the cluster's jobs named ``name`` that have not ended."""
-    jobs = requests.get(f"{cfg.flink_url}/jobs/overview", timeout=5).json()["jobs"]
+    jobs = requests.get(f"{cfg.flink_url}/jobs/overview", auth=flink_auth(cfg), timeout=5).json()["jobs"]
     return [j["jid"] for j in jobs if j["state"] not in TERMINAL and j["name"] == name]
 
 
 def metrics(cfg: FlywheelConfig, job_id: str, contains: str) -> dict[str, float]:
     """The job's operator metrics whose name contains ``contains``, summed over subtasks:
     ``{name without the subtask prefix: value}`` (e.g. ``parse_features.flywheel.accepted``)."""
-    base = f"{cfg.flink_url}/jobs/{job_id}"
+    base, http = f"{cfg.flink_url}/jobs/{job_id}", requests.Session()
+    http.auth = flink_auth(cfg)
     totals: dict[str, float] = {}
-    for vertex in requests.get(base, timeout=5).json()["vertices"]:
+    for vertex in http.get(base, timeout=5).json()["vertices"]:
         url = f"{base}/vertices/{vertex['id']}/metrics"
-        names = [m["id"] for m in requests.get(url, timeout=5).json() if contains in m["id"]]
+        names = [m["id"] for m in http.get(url, timeout=5).json() if contains in m["id"]]
         if names:
-            got = requests.get(url, params={"get": ",".join(names)}, timeout=5).json()
+            got = http.get(url, params={"get": ",".join(names)}, timeout=5).json()
             if isinstance(got, dict):  # {"errors": [...]}
                 raise StackError(f"Flink refused metrics {names} of job {job_id}: {got}")
             for m in got:
@@ -121,7 +126,7 @@ def metrics(cfg: FlywheelConfig, job_id: str, contains: str) -> dict[str, float]
 
 def exceptions(cfg: FlywheelConfig, job_id: str) -> str:
     """The root exception Flink recorded for a job, for error messages."""
-    body = requests.get(f"{cfg.flink_url}/jobs/{job_id}/exceptions", timeout=5).json()
+    body = requests.get(f"{cfg.flink_url}/jobs/{job_id}/exceptions", auth=flink_auth(cfg), timeout=5).json()
     return (body.get("root-exception") or str(body.get("exceptionHistory", {}).get("entries", ""))[:2000])
 
 
@@ -130,7 +135,7 @@ def wait_for_checkpoint(cfg: FlywheelConfig, job_id: str, timeout_s: float = 120
     ``external_path``, the checkpoint's location on durable storage)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        stats = requests.get(f"{cfg.flink_url}/jobs/{job_id}/checkpoints", timeout=5).json()
+        stats = requests.get(f"{cfg.flink_url}/jobs/{job_id}/checkpoints", auth=flink_auth(cfg), timeout=5).json()
         latest = (stats.get("latest") or {}).get("completed")
         if latest:
             return latest

@@ -33,7 +33,7 @@ from kafka import KafkaAdminClient
 from flywheel import flinkjobs
 from flywheel.hdfs import webhdfs
 from flywheel.config import REPO_ROOT, FlywheelConfig
-from flywheel.secrets import kafka_args
+from flywheel.secrets import flink_auth, kafka_args
 from flywheel.stack.base import StackError
 
 SCRIPT = REPO_ROOT / "streaming" / "jobs" / "joiner.py"
@@ -169,7 +169,7 @@ class Keeper:
     def _alive(self, job_id: str) -> bool:
         if flinkjobs.running(self.cfg, job_name(self.cfg)):
             return True
-        resp = requests.get(f"{self.cfg.flink_url}/jobs/{job_id}", timeout=5)
+        resp = requests.get(f"{self.cfg.flink_url}/jobs/{job_id}", auth=flink_auth(self.cfg), timeout=5)
         return resp.ok and resp.json().get("state") in self.ALIVE
 
     def check(self) -> str | None:

@@ -9,6 +9,7 @@ sets them in this process; :func:`tracking_uri` is what every MLflow client is g
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import tempfile
@@ -35,7 +36,9 @@ PS_TOKEN = Secret("paramserver_token", "FLYWHEEL_PS_TOKEN",
                   "bearer token of the parameter servers' Flight RPCs (paramserver.require_token)")
 KAFKA_PASSWORD = Secret("kafka_password", "FLYWHEEL_KAFKA_PASSWORD",
                         "SASL/PLAIN login of kafka.user at the Kafka broker and controller (kafka.sasl)")
-ALL = (MLFLOW_PASSWORD, MLFLOW_SECRET_KEY, API_KEY, PS_TOKEN, KAFKA_PASSWORD)
+FLINK_PASSWORD = Secret("flink_password", "FLYWHEEL_FLINK_PASSWORD",
+                        "HTTP basic-auth login of flink.user at the Flink REST API and web UI (flink.require_login)")
+ALL = (MLFLOW_PASSWORD, MLFLOW_SECRET_KEY, API_KEY, PS_TOKEN, KAFKA_PASSWORD, FLINK_PASSWORD)
 
 
 def folder(cfg: FlywheelConfig) -> Path:
@@ -113,9 +116,10 @@ def kafka_password(cfg: FlywheelConfig) -> str | None:
     if not cfg.kafka.sasl:
         return None
     password = value(cfg, KAFKA_PASSWORD)
-    if any(c in password for c in '"\\\n\r'):  # it is written into JAAS lines and Java properties
-        raise ValueError(f"the Kafka password ({where(cfg, KAFKA_PASSWORD)}) contains a quote, backslash or line "
-                         "break: choose one without them")
+    # written into JAAS lines and Java properties (which the broker reads as ISO-8859-1)
+    if not password.isascii() or not password.isprintable() or any(c in password for c in '"\\'):
+        raise ValueError(f"the Kafka password ({where(cfg, KAFKA_PASSWORD)}) holds a quote, backslash, non-ASCII or "
+                         "unprintable character: choose printable ASCII without quotes and backslashes")
     return password
 
 
@@ -135,3 +139,18 @@ def jaas_plain(user: str, password: str, module: str = "org.apache.kafka.common.
     users a broker accepts (this one)."""
     users = f' user_{user}="{password}"' if accept else ""
     return f'{module} required username="{user}" password="{password}"{users};'
+
+
+def flink_auth(cfg: FlywheelConfig) -> tuple[str, str] | None:
+    """The Flink REST API's login (``requests``' ``auth=``) when ``flink.require_login`` is on, else None."""
+    return (cfg.flink.user, value(cfg, FLINK_PASSWORD)) if cfg.flink.require_login else None
+
+
+def flink_client_headers(cfg: FlywheelConfig) -> dict[str, str]:
+    """The environment that makes the ``flink`` CLI log in (Flink reads extra REST headers from
+    ``FLINK_REST_CLIENT_HEADERS``); empty without ``flink.require_login``."""
+    auth = flink_auth(cfg)
+    if auth is None:
+        return {}
+    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    return {"FLINK_REST_CLIENT_HEADERS": f"Authorization: Basic {token}"}

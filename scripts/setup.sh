@@ -21,7 +21,7 @@ jv=$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specificat
 command -v mvn >/dev/null || die "mvn not found. Install Maven (apt-get install maven) and re-run 'make setup'."
 
 # --- Debian packages -----------------------------------------------------------------------
-APT_PKGS=(libcuckoo-dev docker-compose chromium)  # chromium: the demo page browser test
+APT_PKGS=(libcuckoo-dev docker-compose chromium caddy)  # chromium: the demo page browser test; caddy: the Flink REST door
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -18,6 +18,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
+from flywheel import secrets
 from flywheel.config import FlywheelConfig
 from flywheel.prometheus import fetch, histogram_quantiles, value
 
@@ -33,23 +34,24 @@ def fetch_samples(url: str, timeout_s: float = TIMEOUT_S) -> list:
 def flink_join(cfg: FlywheelConfig, job_name: str, timeout_s: float = TIMEOUT_S) -> dict:
     """The running joiner's state, join counters and gauges, and its last checkpoint, from
     Flink's REST API. Raises ``requests.RequestException``, or LookupError when no joiner runs."""
-    base = cfg.flink_url
-    jobs = requests.get(f"{base}/jobs/overview", timeout=timeout_s).json()["jobs"]
+    base, http = cfg.flink_url, requests.Session()
+    http.auth = secrets.flink_auth(cfg)
+    jobs = http.get(f"{base}/jobs/overview", timeout=timeout_s).json()["jobs"]
     live = [j for j in jobs if j["name"] == job_name and j["state"] not in ("FINISHED", "FAILED", "CANCELED")]
     if not live:
         raise LookupError(f"no running Flink job named {job_name!r} (start it: make demo, or flywheel demo)")
     job = live[0]
     out: dict = {"state": job["state"], "job_id": job["jid"]}
-    detail = requests.get(f"{base}/jobs/{job['jid']}", timeout=timeout_s).json()
+    detail = http.get(f"{base}/jobs/{job['jid']}", timeout=timeout_s).json()
     for vertex in detail.get("vertices", []):
         url = f"{base}/jobs/{job['jid']}/vertices/{vertex['id']}/metrics"
-        names = [m["id"] for m in requests.get(url, timeout=timeout_s).json() if ".flywheel.join." in m["id"]]
+        names = [m["id"] for m in http.get(url, timeout=timeout_s).json() if ".flywheel.join." in m["id"]]
         if names:
-            for m in requests.get(url, params={"get": ",".join(names)}, timeout=timeout_s).json():
+            for m in http.get(url, params={"get": ",".join(names)}, timeout=timeout_s).json():
                 name = m["id"].rsplit(".", 1)[-1]
                 out[name] = out.get(name, 0.0) + float(m["value"])
     out["emitted"] = sum(out.get(k, 0.0) for k in ("positives", "corrections", "negatives_kept", "negatives_explicit"))
-    checkpoints = requests.get(f"{base}/jobs/{job['jid']}/checkpoints", timeout=timeout_s).json()
+    checkpoints = http.get(f"{base}/jobs/{job['jid']}/checkpoints", timeout=timeout_s).json()
     latest = (checkpoints.get("latest") or {}).get("completed") or {}
     out["checkpoint_at"] = latest.get("latest_ack_timestamp", 0) / 1000 or None
     out["checkpoint_ms"] = latest.get("end_to_end_duration")

@@ -122,10 +122,11 @@ def port_free(host: str, port: int) -> bool:
             return False
 
 
-def http_json(url: str, timeout: float = 2.0) -> dict | list | None:
-    """GET url and decode JSON; None on any connection error or non-2xx answer."""
+def http_json(url: str, timeout: float = 2.0, auth: tuple[str, str] | None = None) -> dict | list | None:
+    """GET url (logged in with ``auth``, if given) and decode JSON; None on any connection error or
+    non-2xx answer."""
     try:
-        resp = requests.get(url, timeout=timeout)
+        resp = requests.get(url, timeout=timeout, auth=auth)
     except requests.RequestException:
         return None
     if not resp.ok:

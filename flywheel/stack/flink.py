@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 
 from flywheel.config import REPO_ROOT, FlywheelConfig, deep_merge
-from flywheel.stack import hdfs
+from flywheel.secrets import flink_auth
+from flywheel.stack import flink_door, hdfs
 from flywheel.stack.base import FLINK_PYTHON, JVM_DIR, VENV, Program, Service, http_json, jars, require, write
 
 SITE_PACKAGES = VENV / "flink" / "lib" / "python3.11" / "site-packages"
@@ -38,7 +39,10 @@ def flink_config(cfg: FlywheelConfig) -> dict:
             "rpc": {"port": f.taskmanager_rpc_port}, "data": {"port": f.taskmanager_data_port},
             "memory": {"process": {"size": f.taskmanager_memory}},
         },
-        "rest": {"address": jm, "bind-address": bind, "port": f.rest_port},
+        # clients dial rest.port; with flink.require_login that is the door (flywheel/stack/flink_door.py)
+        # and the JobManager itself listens on loopback only, on rest.bind-port
+        "rest": {"address": jm, "bind-address": "127.0.0.1", "port": f.rest_port, "bind-port": str(f.rest_backend_port)}
+        if f.require_login else {"address": jm, "bind-address": bind, "port": f.rest_port},
         "blob": {"server": {"port": str(f.blob_port)}},
         # JM and TM each take one port of this range for the metrics query service.
         "metrics": {"internal": {"query-service": {"port": f"{f.metrics_query_port}-{f.metrics_query_port + 1}"}},
@@ -100,27 +104,34 @@ def _link_libs(cfg: FlywheelConfig) -> None:
         (target / jar.name).symlink_to(jar)
 
 
-def service(cfg: FlywheelConfig) -> Service:
+def prepare_cluster(cfg: FlywheelConfig) -> None:
+    """The JobManager's and TaskManagers' files: config, masters/workers, logging, lib links."""
     home = cfg.stack.root / "flink"
     conf = home / "conf"
+    require(PYFLINK_HOME / "bin" / "jobmanager.sh", "PyFlink (the .venv/flink environment)")
+    jars("flink-lib")
+    write(conf / "config.yaml", yaml.safe_dump(flink_config(cfg), sort_keys=False))
+    write(conf / "masters", f"{cfg.stack.host_of('flink_jobmanager')}:{cfg.flink.rest_port}\n")
+    write(conf / "workers", f"{cfg.stack.host_of('flink_taskmanager') or cfg.stack.host}\n")
+    for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties",
+                 "log4j-session.properties", "logback.xml", "logback-console.xml"):
+        shutil.copyfile(PYFLINK_HOME / "conf" / name, conf / name)
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    (cfg.stack.logs / "flink").mkdir(parents=True, exist_ok=True)
+    _link_libs(cfg)
+
+
+def service(cfg: FlywheelConfig) -> Service:
     bin_dir = PYFLINK_HOME / "bin"
     env = environment(cfg)
 
     def prepare() -> None:
-        require(PYFLINK_HOME / "bin" / "jobmanager.sh", "PyFlink (the .venv/flink environment)")
-        jars("flink-lib")
-        write(conf / "config.yaml", yaml.safe_dump(flink_config(cfg), sort_keys=False))
-        write(conf / "masters", f"{cfg.stack.host_of('flink_jobmanager')}:{cfg.flink.rest_port}\n")
-        write(conf / "workers", f"{cfg.stack.host_of('flink_taskmanager') or cfg.stack.host}\n")
-        for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties",
-                     "log4j-session.properties", "logback.xml", "logback-console.xml"):
-            shutil.copyfile(PYFLINK_HOME / "conf" / name, conf / name)
-        (home / "tmp").mkdir(parents=True, exist_ok=True)
-        (cfg.stack.logs / "flink").mkdir(parents=True, exist_ok=True)
-        _link_libs(cfg)
+        prepare_cluster(cfg)
+        if cfg.flink.require_login:
+            flink_door.prepare(cfg)
 
     def healthy() -> bool:
-        overview = http_json(f"{cfg.flink_url}/overview")
+        overview = http_json(f"{cfg.flink_url}/overview", auth=flink_auth(cfg))
         return bool(overview) and overview.get("taskmanagers", 0) >= 1
 
     return Service(
@@ -129,10 +140,12 @@ def service(cfg: FlywheelConfig) -> Service:
         programs=[
             Program("flink-jobmanager", [str(bin_dir / "jobmanager.sh"), "start-foreground"], env=env),
             Program("flink-taskmanager", [str(bin_dir / "taskmanager.sh"), "start-foreground"], env=env),
+            *([flink_door.program(cfg)] if cfg.flink.require_login else []),
         ],
         prepare=prepare,
         healthy=healthy,
-        ports=[cfg.flink.rest_port, cfg.flink.jobmanager_rpc_port, cfg.flink.taskmanager_rpc_port,
+        ports=[cfg.flink.rest_port, *([cfg.flink.rest_backend_port] if cfg.flink.require_login else []),
+               cfg.flink.jobmanager_rpc_port, cfg.flink.taskmanager_rpc_port,
                cfg.flink.taskmanager_data_port, cfg.flink.blob_port],
         requires=["hdfs"],
     )

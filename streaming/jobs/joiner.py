@@ -26,8 +26,8 @@ into training ``examples``, keyed by (request_id, item_id), in event time.
 
 Run (``flywheel.flinkjobs.submit`` does this with the stack's environment)::
 
-    flink run -py streaming/jobs/joiner.py --bootstrap 127.0.0.1:9092 \
-        --features-topic features --actions-topic actions --examples-topic examples \
+    FLYWHEEL_KAFKA_PASSWORD=... flink run -py streaming/jobs/joiner.py \
+        --bootstrap 127.0.0.1:9092 --kafka-user flywheel --features-topic features --actions-topic actions --examples-topic examples \
         --dead-letter-topic dead-letter
 """
 

@@ -7,8 +7,8 @@ checkpointing) until cancelled.
 
 Run (the `flywheel.flinkjobs.submit` helper does this with the stack's environment)::
 
-    flink run -py streaming/jobs/passthrough.py --bootstrap 127.0.0.1:9092 \
-        --source smoke-in --sink smoke-out --start-offsets '{"0": 0, "1": 0}'
+    FLYWHEEL_KAFKA_PASSWORD=... flink run -py streaming/jobs/passthrough.py \
+        --bootstrap 127.0.0.1:9092 --kafka-user flywheel --source smoke-in --sink smoke-out --start-offsets '{"0": 0, "1": 0}'
 """
 
 from __future__ import annotations

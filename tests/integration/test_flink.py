@@ -1,5 +1,6 @@
 """The real Flink cluster runs a PyFlink job (thread mode) reading and writing Kafka through
-the connector fetched from Maven Central."""
+the connector fetched from Maven Central; its REST API and web UI let in only the login (the
+`flink` CLI submits through the same door)."""
 
 import json
 import uuid
@@ -12,7 +13,7 @@ from kafka.admin import NewTopic
 from flywheel import flinkjobs
 from flywheel.config import REPO_ROOT
 from flywheel.hdfs import webhdfs
-from flywheel.secrets import kafka_args
+from flywheel.secrets import flink_auth, kafka_args
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +57,7 @@ def test_streaming_job_checkpoints_rocksdb_state_to_hdfs(stack):
     try:
         flinkjobs.wait(stack, job, until={"RUNNING"}, timeout_s=120)
         completed = flinkjobs.wait_for_checkpoint(stack, job, timeout_s=120)
-        config = requests.get(f"{stack.flink_url}/jobs/{job}/checkpoints/config", timeout=5).json()
+        config = requests.get(f"{stack.flink_url}/jobs/{job}/checkpoints/config", auth=flink_auth(stack), timeout=5).json()
         # checked while the job runs: Flink deletes a cancelled job's checkpoints
         chk = completed["external_path"].removeprefix(stack.hdfs_uri)
         assert webhdfs(stack).exists(f"{chk}/_metadata")
@@ -67,8 +68,23 @@ def test_streaming_job_checkpoints_rocksdb_state_to_hdfs(stack):
 
 
 def test_cluster_runs_python_in_thread_mode_on_loopback(stack):
-    conf = {e["key"]: e["value"] for e in requests.get(f"{stack.flink_url}/jobmanager/config", timeout=5).json()}
+    got = requests.get(f"{stack.flink_url}/jobmanager/config", auth=flink_auth(stack), timeout=5)
+    conf = {e["key"]: e["value"] for e in got.json()}
     assert conf["python.execution-mode"] == "thread"
     assert conf["state.backend.type"] == "rocksdb"
     for key in ("jobmanager.bind-host", "taskmanager.bind-host", "rest.bind-address"):
         assert conf[key] == "127.0.0.1", key
+
+
+def test_the_door_refuses_a_request_without_the_login_or_with_a_wrong_password(stack):
+    assert stack.flink.require_login, "the test stack runs Flink's REST API behind its door (the default)"
+    user, password = flink_auth(stack)
+    for auth in (None, (user, "not-the-password"), ("someone", password)):
+        got = requests.get(f"{stack.flink_url}/jobs/overview", auth=auth, timeout=10)
+        assert got.status_code == 401 and "jobs" not in got.text, (auth and auth[0], got.status_code)
+        assert got.headers.get("WWW-Authenticate", "").startswith("Basic"), got.headers  # a browser asks for it
+    assert requests.get(f"{stack.flink_url}/jobs/overview", auth=(user, password), timeout=10).json()["jobs"] is not None
+    # the JobManager's own port answers only on loopback, and the door is the port clients are given
+    conf = {e["key"]: e["value"] for e in
+            requests.get(f"{stack.flink_url}/jobmanager/config", auth=(user, password), timeout=5).json()}
+    assert (conf["rest.bind-address"], conf["rest.bind-port"]) == ("127.0.0.1", str(stack.flink.rest_backend_port))

@@ -18,7 +18,7 @@ from kafka.admin import NewTopic
 from flywheel import flinkjobs
 from flywheel.config import REPO_ROOT
 from flywheel.hdfs import webhdfs
-from flywheel.secrets import kafka_args
+from flywheel.secrets import flink_auth, kafka_args
 from flywheel.spark import spark_session
 from serving.panels import flink_join
 from streaming.sampling import sample_negative
@@ -218,7 +218,7 @@ def test_malformed_message_goes_to_dead_letters_and_joining_continues(joiner):
         joined = {k.rsplit(".", 1)[-1]: v for k, v in flinkjobs.metrics(j.stack, j.job, ".flywheel.join.").items()}
         time.sleep(2)
     assert joined["positives"] >= 1 and "negatives_kept" in joined and joined["latency_joins"] >= 0
-    name = requests.get(f"{j.stack.flink_url}/jobs/{j.job}", timeout=10).json()["name"]
+    name = requests.get(f"{j.stack.flink_url}/jobs/{j.job}", auth=flink_auth(j.stack), timeout=10).json()["name"]
     panel = flink_join(j.stack, name, timeout_s=10)  # what the demo page's joiner panel reads
     assert panel["state"] == "RUNNING" and panel["positives"] >= 1 and panel["checkpoint_at"] > 0
 

@@ -27,12 +27,12 @@ DOCKER_COMPOSE = shutil.which("docker-compose")
 SECRETS = {"FLYWHEEL_MLFLOW_PASSWORD": "test-mlflow", "FLYWHEEL_MLFLOW_SECRET_KEY": "test-mlflow-key",
            "AIRFLOW_ADMIN_PASSWORD": "test-admin", "AIRFLOW_JWT_SECRET": "test-jwt",
            "AIRFLOW_API_SECRET_KEY": "test-key", "FLYWHEEL_PS_TOKEN": "test-ps-token",
-           "FLYWHEEL_KAFKA_PASSWORD": "test-kafka-password"}
+           "FLYWHEEL_KAFKA_PASSWORD": "test-kafka-password", "FLYWHEEL_FLINK_PASSWORD": "test-flink-password"}
 # service -> the config section (or port key, with its +shard ports) whose ports it listens on
 # (None: publishes nothing)
 SERVICES = {
     "kafka": "kafka", "hdfs-namenode": "hdfs", "hdfs-datanode": "hdfs", "stack-init": None,
-    "flink-jobmanager": "flink", "flink-taskmanager": None, "mlflow": "mlflow",
+    "flink-jobmanager": "flink", "flink-taskmanager": None, "flink-door": None, "mlflow": "mlflow",
     "airflow-db-migrate": None, "airflow-api-server": "airflow", "airflow-scheduler": None,
     "airflow-dag-processor": None,
     "paramserver-training": "paramserver.training_port", "paramserver-serving": "paramserver.serving_port",
@@ -196,7 +196,8 @@ def test_rendered_files_use_service_names_and_bind_the_container(docker_cfg):
     assert "127.0.0.1" not in files["core-site.xml"] + site
     conf = flink.flink_config(docker_cfg)
     assert conf["jobmanager"]["rpc"]["address"] == conf["rest"]["address"] == "flink-jobmanager"
-    assert conf["jobmanager"]["bind-host"] == conf["rest"]["bind-address"] == "0.0.0.0"
+    assert conf["jobmanager"]["bind-host"] == "0.0.0.0"
+    assert conf["rest"]["bind-address"] == "127.0.0.1"  # behind flink-door, in the JobManager's network
     assert conf["taskmanager"]["bind-host"] == "0.0.0.0" and "host" not in conf["taskmanager"]
     assert conf["execution"]["checkpointing"]["dir"] == "hdfs://hdfs-namenode:8020/flywheel/flink/checkpoints"
 
@@ -277,3 +278,16 @@ def test_kafka_and_its_clients_share_the_login(resolved):
     for name in ("kafka", "stack-init", "paramserver-training", "paramserver-serving", "airflow-scheduler"):
         assert resolved["services"][name]["environment"]["FLYWHEEL_KAFKA_PASSWORD"] == "test-kafka-password", name
         assert resolved["services"][name]["environment"]["FLYWHEEL_CONFIG"] == "config/docker.yaml", name
+
+
+def test_flinks_rest_api_is_reached_only_through_the_door(resolved, docker_cfg):
+    from flywheel.stack import flink
+
+    door, jm = resolved["services"]["flink-door"], resolved["services"]["flink-jobmanager"]
+    assert door["network_mode"] == "service:flink-jobmanager" and door["command"] == ["flink-door"]
+    assert door["environment"]["FLYWHEEL_FLINK_PASSWORD"] == "test-flink-password"
+    assert resolved["services"]["airflow-scheduler"]["environment"]["FLYWHEEL_FLINK_PASSWORD"] == "test-flink-password"
+    assert "FLYWHEEL_FLINK_PASSWORD" not in jm.get("environment", {})
+    rest = flink.flink_config(docker_cfg)["rest"]  # the JobManager: loopback only, behind the door's port
+    assert (rest["bind-address"], rest["bind-port"], rest["port"]) == ("127.0.0.1", "8091", 8081)
+    assert [p.target for p in published_ports(resolved) if p.service == "flink-jobmanager"] == [8081]

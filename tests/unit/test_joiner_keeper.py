@@ -30,7 +30,7 @@ class World:
             raise requests.ConnectionError("down")
         return [j for j, state in self.jobs.items() if state == "RUNNING"]
 
-    def get(self, url, timeout):
+    def get(self, url, timeout, auth=None):
         if not self.flink_up:
             raise requests.ConnectionError("down")
         job = url.rsplit("/", 1)[1]

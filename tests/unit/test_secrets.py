@@ -78,6 +78,9 @@ def test_kafka_clients_log_in_when_kafka_sasl_is_on_and_not_otherwise(cfg, monke
     monkeypatch.setenv("FLYWHEEL_KAFKA_PASSWORD", 'a"b')  # would end the JAAS value early
     with pytest.raises(ValueError, match="environment FLYWHEEL_KAFKA_PASSWORD.*quote"):
         secrets.kafka_args(cfg)
+    monkeypatch.setenv("FLYWHEEL_KAFKA_PASSWORD", "pässwort")  # the broker would read its own login as Latin-1
+    with pytest.raises(ValueError, match="non-ASCII"):
+        secrets.kafka_args(cfg)
 
 
 def test_the_broker_accepts_exactly_the_configured_login_on_both_listeners(cfg, monkeypatch):
