@@ -153,4 +153,5 @@ def flink_client_headers(cfg: FlywheelConfig) -> dict[str, str]:
     if auth is None:
         return {}
     token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-    return {"FLINK_REST_CLIENT_HEADERS": f"Authorization: Basic {token}"}
+    # no space after the colon: Flink splits at it and Netty refuses a value that starts with one
+    return {"FLINK_REST_CLIENT_HEADERS": f"Authorization:Basic {token}"}

@@ -59,7 +59,7 @@ def test_submit_hands_the_cli_its_logins_in_the_environment_never_on_the_command
     assert "kafka-pw" not in " ".join(seen["cmd"]) and "flink-pw" not in " ".join(seen["cmd"])
     assert seen["env"]["FLYWHEEL_KAFKA_PASSWORD"] == "kafka-pw"
     token = base64.b64encode(b"flywheel:flink-pw").decode()
-    assert seen["env"]["FLINK_REST_CLIENT_HEADERS"] == f"Authorization: Basic {token}"
+    assert seen["env"]["FLINK_REST_CLIENT_HEADERS"] == f"Authorization:Basic {token}"
     assert secrets.flink_auth(cfg) == ("flywheel", "flink-pw")
     off = cfg.model_copy(update={"flink": cfg.flink.model_copy(update={"require_login": False})})
     assert secrets.flink_client_headers(off) == {} and secrets.flink_auth(off) is None
