@@ -135,7 +135,8 @@ class ModelServerClient:
             self.on_feed(sent, response.status_code == 200, time.perf_counter() - started)
         self.metrics.feed_requests.labels(str(response.status_code)).inc()
         if response.status_code == 503:
-            self.metrics.errors.labels("no_model").inc()
+            # with Retry-After: a transient refusal (feeds shed, the serving PS restarting); without: no model
+            self.metrics.errors.labels("feed_unavailable" if "Retry-After" in response.headers else "no_model").inc()
             raise NoModelYet(_error_of(response))
         if response.status_code != 200:
             self._refused(response, f"GET /feed?user_id={user_id}&k={k}")

@@ -8,7 +8,9 @@ flywheel_simulator_feed_requests_total      status    GET /feed attempts by HTTP
                                                       (``error``: no response)
 flywheel_simulator_actions_total            action    actions the server accepted (202)
 flywheel_simulator_late_actions_total       -         of those, posted late
-flywheel_simulator_errors_total             kind      ``no_model`` (feed 503), ``unavailable``
+flywheel_simulator_errors_total             kind      ``no_model`` (feed 503), ``feed_unavailable``
+                                                      (feed 503 with Retry-After: shed, or the
+                                                      serving PS down), ``unavailable``
                                                       (events 503), ``connection``,
                                                       ``timeout``, ``client_error`` (4xx: a
                                                       simulator bug), ``server_error`` (5xx)

@@ -145,8 +145,9 @@ class FakeModelServer:
     """Stand-in for serving/app.py's /feed and /events: answers 503 ``no_model`` times, then
     feeds of ``items_for(user)``; records each feed and each POST with its arrival time (ms)."""
 
-    def __init__(self, items_for, no_model: int = 0, events_status: int = 202):
+    def __init__(self, items_for, no_model: int = 0, events_status: int = 202, shed: int = 0):
         self.items_for, self.no_model, self.events_status = items_for, no_model, events_status
+        self.shed = shed  # 503s with Retry-After first (the server sheds feeds, or its serving PS restarts)
         self.feeds: dict[str, tuple[int, list[int]]] = {}
         self.posts: list[tuple[int, list[dict]]] = []
         self.lock = threading.Lock()
@@ -165,9 +166,11 @@ class FakeModelServer:
             def log_message(self, *args):
                 pass
 
-            def reply(self, status: int, body: dict) -> None:
+            def reply(self, status: int, body: dict, retry_after: bool = False) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                if retry_after:
+                    self.send_header("Retry-After", "1")
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -177,6 +180,9 @@ class FakeModelServer:
                 query = parse_qs(urlparse(self.path).query)
                 user, k = int(query["user_id"][0]), int(query["k"][0])
                 with fake.lock:
+                    if fake.shed > 0:
+                        fake.shed -= 1
+                        return self.reply(503, {"error": "the serving parameter server did not answer"}, True)
                     if fake.no_model > 0:
                         fake.no_model -= 1
                         return self.reply(503, {"error": "no champion model yet: run make retrain"})
@@ -216,7 +222,7 @@ def fast(population: Population, url: str, **kwargs) -> Simulator:
 
 
 def test_replay_posts_valid_actions_on_the_feeds_it_got_and_retries_503(population):
-    server = FakeModelServer(held_out_first(population), no_model=2)
+    server = FakeModelServer(held_out_first(population), no_model=2, shed=1)
     seen, accepted = [], []
     sim = fast(population, server.url, late_share=0.4, late_delay_s=0.3, on_feed=lambda *a: seen.append(a),
                on_accepted=accepted.extend)
@@ -227,11 +233,12 @@ def test_replay_posts_valid_actions_on_the_feeds_it_got_and_retries_503(populati
         server.close()
     assert sessions == len(population.sessions(users=5)) == len(server.feeds)
     m = sim.metrics
-    assert m.value("flywheel_simulator_feed_requests_total", status="503") == 2  # retried, not lost
+    assert m.value("flywheel_simulator_feed_requests_total", status="503") == 3  # retried, not lost
     assert m.value("flywheel_simulator_feed_requests_total", status="200") == sessions
-    assert m.value("flywheel_simulator_errors_total", kind="no_model") == 2
-    assert m.value("flywheel_simulator_feed_latency_seconds_count") == sessions + 2
-    assert [ok for _, ok, _ in seen] == [False, False] + [True] * sessions  # every attempt, for make chaos
+    assert m.value("flywheel_simulator_errors_total", kind="no_model") == 2  # told apart by Retry-After
+    assert m.value("flywheel_simulator_errors_total", kind="feed_unavailable") == 1
+    assert m.value("flywheel_simulator_feed_latency_seconds_count") == sessions + 3
+    assert [ok for _, ok, _ in seen] == [False] * 3 + [True] * sessions  # every attempt, for make chaos
     wire = lambda e: json.dumps(e, sort_keys=True)  # noqa: E731
     assert sorted(wire(a.model_dump(mode="json", exclude_none=True)) for a in accepted) == sorted(
         wire(e) for e in server.events)  # each action the server accepted, once
