@@ -18,6 +18,14 @@ from flywheel.stack.base import StackError
 TERMINAL = {"FINISHED", "FAILED", "CANCELED"}
 
 
+def rest_session(cfg: FlywheelConfig) -> requests.Session:
+    """A ``requests`` session logged in at Flink's REST door (flink.require_login), for readers
+    that make several calls."""
+    http = requests.Session()
+    http.auth = flink_auth(cfg)
+    return http
+
+
 def kafka_argv(cfg: FlywheelConfig) -> list[str]:
     """The Kafka arguments of a job (streaming/jobs/kafka_login.py): the bootstrap address and,
     with ``kafka.sasl``, the user; :func:`submit` hands the job its password."""
@@ -86,7 +94,8 @@ def stop_with_savepoint(cfg: FlywheelConfig, job_id: str, timeout_s: float = 300
     trigger = resp.json()["request-id"]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        body = requests.get(f"{cfg.flink_url}/jobs/{job_id}/savepoints/{trigger}", auth=flink_auth(cfg), timeout=10).json()
+        body = requests.get(f"{cfg.flink_url}/jobs/{job_id}/savepoints/{trigger}", auth=flink_auth(cfg),
+                            timeout=10).json()
         if body.get("status", {}).get("id") == "COMPLETED":
             operation = body.get("operation", {})
             if "location" not in operation:
@@ -108,8 +117,7 @@ def running(cfg: FlywheelConfig, name: str) -> list[str]:
 def metrics(cfg: FlywheelConfig, job_id: str, contains: str) -> dict[str, float]:
     """The job's operator metrics whose name contains ``contains``, summed over subtasks:
     ``{name without the subtask prefix: value}`` (e.g. ``parse_features.flywheel.accepted``)."""
-    base, http = f"{cfg.flink_url}/jobs/{job_id}", requests.Session()
-    http.auth = flink_auth(cfg)
+    base, http = f"{cfg.flink_url}/jobs/{job_id}", rest_session(cfg)
     totals: dict[str, float] = {}
     for vertex in http.get(base, timeout=5).json()["vertices"]:
         url = f"{base}/vertices/{vertex['id']}/metrics"

@@ -133,11 +133,12 @@ def kafka_args(cfg: FlywheelConfig) -> dict:
     return args
 
 
-def jaas_plain(user: str, password: str, module: str = "org.apache.kafka.common.security.plain.PlainLoginModule",
-               accept: bool = False) -> str:
+def jaas_plain(user: str, password: str, accept: bool = False) -> str:
     """A JAAS line for SASL/PLAIN: the login of ``user``; with ``accept`` also the table of the
-    users a broker accepts (this one)."""
+    users a broker accepts (this one). The Flink jobs' line is streaming/jobs/kafka_login.py's
+    (the connector's shaded module, built where flywheel's config is not importable)."""
     users = f' user_{user}="{password}"' if accept else ""
+    module = "org.apache.kafka.common.security.plain.PlainLoginModule"
     return f'{module} required username="{user}" password="{password}"{users};'
 
 

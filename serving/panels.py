@@ -17,8 +17,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
-from flywheel import secrets
+from flywheel import flinkjobs
 from flywheel.config import FlywheelConfig
 from flywheel.prometheus import fetch, histogram_quantiles, value
 
@@ -34,8 +33,7 @@ def fetch_samples(url: str, timeout_s: float = TIMEOUT_S) -> list:
 def flink_join(cfg: FlywheelConfig, job_name: str, timeout_s: float = TIMEOUT_S) -> dict:
     """The running joiner's state, join counters and gauges, and its last checkpoint, from
     Flink's REST API. Raises ``requests.RequestException``, or LookupError when no joiner runs."""
-    base, http = cfg.flink_url, requests.Session()
-    http.auth = secrets.flink_auth(cfg)
+    base, http = cfg.flink_url, flinkjobs.rest_session(cfg)
     jobs = http.get(f"{base}/jobs/overview", timeout=timeout_s).json()["jobs"]
     live = [j for j in jobs if j["name"] == job_name and j["state"] not in ("FINISHED", "FAILED", "CANCELED")]
     if not live:

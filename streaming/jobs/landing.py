@@ -41,8 +41,10 @@ EXAMPLE_COLUMNS = [
 
 
 def sql_options(options: dict[str, str]) -> str:
-    """The body of a SQL ``WITH (...)`` clause (quotes in values doubled, as SQL escapes them)."""
-    return ", ".join(f"'{k}' = '{str(v).replace(chr(39), chr(39) * 2)}'" for k, v in options.items())
+    """The body of a SQL ``WITH (...)`` clause (quotes doubled, as SQL escapes them)."""
+    def quoted(text) -> str:
+        return "'" + str(text).replace("'", "''") + "'"
+    return ", ".join(f"{quoted(k)} = {quoted(v)}" for k, v in options.items())
 
 
 def land_examples(t_env: StreamTableEnvironment, statements: StatementSet, *, bootstrap: str, topic: str,
