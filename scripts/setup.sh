@@ -23,7 +23,9 @@ command -v mvn >/dev/null || die "mvn not found. Install Maven (apt-get install 
 # --- Debian packages -----------------------------------------------------------------------
 APT_PKGS=(libcuckoo-dev docker-compose chromium caddy)  # chromium: the demo page browser test; caddy: the Flink REST door
 missing=()
-for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+for p in "${APT_PKGS[@]}"; do  # installed, not merely removed with its config files left
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   say "apt-get install ${missing[*]}"
