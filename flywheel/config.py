@@ -268,6 +268,9 @@ class ServingConfig(_Section):
     port: Port = 8000
     catalogue: str | None = None  # a MovieLens folder: titles, genres, user attributes (None: IDs only)
     candidates: int = Field(200, ge=1, le=5000)  # retrieved per request, then ranked
+    # the candidates' rows (items, genres) are cached in the model server and re-pulled this
+    # often (serving/candidate_rows.py): a feed then costs one serving-PS call; 0: pulled per feed
+    candidate_rows_refresh_s: float = Field(1.0, ge=0, le=60)
     max_k: int = Field(100, ge=1, le=1000)  # largest feed a request may ask for
     require_api_key: bool = False  # /feed, /events, /demo/api need X-API-Key (flywheel/secrets.py); on off loopback
     feed_workers: int = Field(2, ge=1)  # threads computing feeds, in arrival order (the GIL: few is faster)

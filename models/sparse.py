@@ -73,6 +73,14 @@ class RequestRows:
     def pull(self, table: str, ids, insert: bool = False) -> np.ndarray:
         return self.pull_many({table: ids}, insert)[table]
 
+    def prime(self, rows: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Rows the request got elsewhere (serving: the cached candidates' rows), {table: (IDs,
+        rows)}, read as if pulled; IDs already pulled keep their pulled row."""
+        for table, (ids, got) in rows.items():
+            known = self._rows.setdefault(table, {})
+            for i, row in zip(np.asarray(ids, np.uint64).tolist(), got):
+                known.setdefault(i, row)
+
     def pull_many(self, ids: dict[str, np.ndarray], insert: bool = False) -> dict[str, np.ndarray]:
         if insert:
             raise ValueError("RequestRows is read only: pull with insert=True from the source itself")

@@ -2,7 +2,9 @@
 
 - ``GET /feed?user_id=&k=``: Deep Retrieval then MMoE (serving/feed.py) with the ``champion``
   model and the serving PS's embeddings; each shown item's features go to Kafka ``features``
-  under the response's ``request_id``. 503 until a champion exists, and (with Retry-After) while the serving PS does not answer.
+  under the response's ``request_id``. The candidates' rows come from a cache refreshed every
+  ``serving.candidate_rows_refresh_s`` (serving/candidate_rows.py), the user's from the PS per
+  feed. 503 until a champion exists, and (with Retry-After) while the serving PS does not answer.
 - ``POST /events``: actions (the ``Action`` schema of streaming/schemas.py: one object, a
   list, or ``{"events": [...]}``), validated all-or-nothing, produced to Kafka ``actions``
   keyed by user, and acknowledged (202) only once Kafka has them. A click, like, finish or
@@ -47,6 +49,7 @@ from pydantic import BaseModel
 from flywheel.config import FlywheelConfig
 from flywheel import joiner_job, secrets
 from serving import demo
+from serving.candidate_rows import CandidateRows
 from serving.catalogue import Catalogue
 from serving.feed import FeedBuilder, NoModel, log_features
 from serving.history import Histories
@@ -241,11 +244,18 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
                                                       linger_ms=s.features_linger_ms, retries=5,
                                                       enable_idempotence=True)
         state["workers"] = ThreadPoolExecutor(max_workers=s.feed_workers, thread_name_prefix="feed")
+        state["candidate_rows"] = CandidateRows(ps, s.candidate_rows_refresh_s).start() \
+            if s.candidate_rows_refresh_s > 0 else None
+        if state["candidate_rows"] is not None:
+            metrics.watch_candidate_rows(state["candidate_rows"])
         state["feed"] = FeedBuilder(state["loader"], catalogue or Catalogue.load(s.catalogue),
-                                    Histories(per_user=s.history), s.candidates, s.task_weights)
+                                    Histories(per_user=s.history), s.candidates, s.task_weights,
+                                    state["candidate_rows"])
         state["panels"] = Panels(cfg, metrics.samples, state["loader"], joiner_job.job_name(cfg))
         yield
         state["workers"].shutdown(wait=True)
+        if state["candidate_rows"] is not None:
+            state["candidate_rows"].stop()
         if loader is None:
             state["loader"].stop()
         if producer is None:

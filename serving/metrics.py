@@ -11,6 +11,8 @@
 | ``flywheel_serving_invalid_events_total{reason}`` | counter | invalid actions by schema reason |
 | ``flywheel_serving_ps_unavailable_total`` | counter | feeds answered 503 because the serving PS did not answer (it restarts) |
 | ``flywheel_serving_unauthorized_total`` | counter | requests refused for a missing or wrong ``X-API-Key`` (``serving.require_api_key``) |
+| ``flywheel_serving_candidate_rows`` | gauge | candidates' embedding rows cached in the server (serving/candidate_rows.py) |
+| ``flywheel_serving_candidate_rows_age_seconds`` | gauge | seconds since those rows were last re-pulled from the serving PS (bounds how stale they are; grows while the PS is down) |
 | ``flywheel_serving_model_info{version}`` | gauge | 1 for the model version being served |
 | ``flywheel_serving_model_loaded_timestamp_seconds`` | gauge | when that version was loaded (unix s) |
 """
@@ -43,7 +45,15 @@ class ServingMetrics:
         self.model_info = Gauge("flywheel_serving_model_info", "the model version served", ["version"], registry=r)
         self.model_loaded = Gauge("flywheel_serving_model_loaded_timestamp_seconds", "when it was loaded (unix s)",
                                   registry=r)
+        self.candidate_rows = Gauge("flywheel_serving_candidate_rows", "candidates' rows cached", registry=r)
+        self.candidate_rows_age = Gauge("flywheel_serving_candidate_rows_age_seconds",
+                                        "seconds since the cached rows were re-pulled", registry=r)
         self._version: str | None = None
+
+    def watch_candidate_rows(self, cache) -> None:
+        """Export the size and age of the server's :class:`serving.candidate_rows.CandidateRows`."""
+        self.candidate_rows.set_function(lambda: len(cache))
+        self.candidate_rows_age.set_function(cache.age)
 
     def model(self, version: str | None, loaded_at: float | None) -> None:
         """Point ``model_info`` at ``version`` (called per request; cheap when unchanged)."""

@@ -1,0 +1,175 @@
+"""The candidate side's embedding rows (items, their genres), shared by every feed request and
+re-pulled from the serving PS in the background, so that a feed costs one PS round trip (the
+user's rows) instead of two.
+
+A feed ranks ~200 candidates; their rows are the same for every user and change only when
+training moves them, which reaches the serving PS once per ``paramserver.sync_interval_s``
+anyway. Rows here are at most ``refresh_s`` older than the serving PS's (plus the time of one
+pull); the user's own rows are never cached (:class:`models.sparse.RequestRows`), so a user's
+actions reach their feed as fast as before. An ID seen for the first time is pulled at once,
+with the request that needs it. IDs no feed asked for in ``keep_s`` are dropped at the next
+refresh, so the cache holds the working set, not the catalogue. ``clear()`` (a new model was
+loaded: the serving PS was reset to its snapshot) forgets every row at once, and a refresh that
+started before it is discarded.
+
+With ``refresh_s`` 0 the feed pulls every candidate's row per request instead
+(``serving.candidate_rows_refresh_s``).
+
+Example::
+
+    rows = CandidateRows(ps, refresh_s=1.0).start()
+    got = rows.get({"item_id": np.array([3, 7], np.uint64)})   # {"item_id": [2, dim]}
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+
+from models.sparse import pull_tables
+
+log = logging.getLogger(__name__)
+
+
+class _Table:
+    """One table's cached rows: IDs sorted, rows aligned, and when each ID was last asked for."""
+
+    def __init__(self, ids: np.ndarray, rows: np.ndarray, used: np.ndarray):
+        self.ids, self.rows, self.used = ids, rows, used
+
+    def find(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions into ``rows``, which of ``wanted`` are cached)."""
+        if not len(self.ids):
+            return np.zeros(len(wanted), np.int64), np.zeros(len(wanted), bool)
+        at = np.minimum(np.searchsorted(self.ids, wanted), len(self.ids) - 1)
+        return at, self.ids[at] == wanted
+
+
+class CandidateRows:
+    """See the module docstring. ``source``: the serving PS client (``pull_many``)."""
+
+    def __init__(self, source, refresh_s: float = 1.0, keep_s: float = 300.0, clock=time.monotonic):
+        self.source, self.refresh_s, self.keep_s, self.clock = source, refresh_s, keep_s, clock
+        self._tables: dict[str, _Table] = {}
+        self._lock = threading.Lock()  # guards _tables swaps and _generation
+        self._generation = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refreshes = self.refresh_errors = self.misses = 0
+        self.refreshed_at = clock()
+
+    def get(self, ids: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{table: rows [len(ids[table]), dim]}: cached rows, and those never seen pulled now in
+        one call (then kept). Raises what the source raises when it must be called and fails."""
+        now = self.clock()
+        out, missing, places = {}, {}, {}
+        tables = self._tables
+        for table, wanted in ids.items():
+            wanted = np.asarray(wanted, np.uint64)
+            cached = tables.get(table)
+            if cached is None:
+                at, hit = np.zeros(len(wanted), np.int64), np.zeros(len(wanted), bool)
+            else:
+                at, hit = cached.find(wanted)
+                cached.used[at[hit]] = now
+            if cached is not None and hit.all():
+                out[table] = cached.rows[at]
+                continue
+            places[table] = (cached, at, hit)
+            missing[table] = np.unique(wanted[~hit])
+        if missing:
+            generation = self._generation
+            self.misses += sum(len(m) for m in missing.values())
+            pulled = pull_tables(self.source, missing)
+            for table, (cached, at, hit) in places.items():
+                wanted = np.asarray(ids[table], np.uint64)
+                rows = np.empty((len(wanted), pulled[table].shape[1]), np.float32)
+                if cached is not None:
+                    rows[hit] = cached.rows[at[hit]]
+                rows[~hit] = pulled[table][np.searchsorted(missing[table], wanted[~hit])]
+                out[table] = rows
+            self._add(missing, pulled, now, generation)
+        return out
+
+    def _add(self, ids: dict[str, np.ndarray], rows: dict[str, np.ndarray], now: float, generation: int) -> None:
+        with self._lock:
+            if generation != self._generation:  # cleared meanwhile: these rows may be the old model's
+                return
+            tables = dict(self._tables)
+            for table, new in ids.items():
+                old = tables.get(table)
+                keep = np.ones(0, bool) if old is None else ~np.isin(old.ids, new)  # a racing get pulled it too
+                merged_ids = np.concatenate([old.ids[keep], new]) if old is not None else new
+                merged_rows = np.concatenate([old.rows[keep], rows[table]]) if old is not None else rows[table]
+                merged_used = np.concatenate([old.used[keep], np.full(len(new), now)]) if old is not None \
+                    else np.full(len(new), now)
+                order = np.argsort(merged_ids, kind="stable")
+                tables[table] = _Table(merged_ids[order], merged_rows[order], merged_used[order])
+            self._tables = tables
+
+    def refresh(self) -> int:
+        """Pull every row asked for in the last ``keep_s`` again (one call); returns the rows."""
+        now = self.clock()
+        with self._lock:
+            generation, tables = self._generation, self._tables
+        keep = {t: c.used >= now - self.keep_s for t, c in tables.items()}
+        ids = {t: c.ids[keep[t]] for t, c in tables.items() if keep[t].any()}
+        pulled = pull_tables(self.source, ids) if ids else {}
+        with self._lock:
+            if generation != self._generation:
+                return 0
+            current = self._tables
+            fresh = {}
+            for table, wanted in ids.items():
+                now_cached = current[table]
+                used = now_cached.used[now_cached.find(wanted)[0]]  # asked for during the pull too
+                fresh[table] = _Table(wanted, pulled[table], used)
+            for table, c in current.items():  # IDs first pulled by a request during this refresh
+                added = ~np.isin(c.ids, fresh[table].ids) if table in fresh else np.ones(len(c.ids), bool)
+                added &= c.used >= now
+                if added.any():
+                    base = fresh.get(table)
+                    merged = [c.ids[added], c.rows[added], c.used[added]]
+                    if base is not None:
+                        merged = [np.concatenate([b, m]) for b, m in zip((base.ids, base.rows, base.used), merged)]
+                    order = np.argsort(merged[0], kind="stable")
+                    fresh[table] = _Table(*(m[order] for m in merged))
+            self._tables = fresh
+        self.refreshes += 1
+        self.refreshed_at = now
+        return sum(len(v) for v in ids.values())
+
+    def clear(self) -> None:
+        """Forget every row (a new model: the serving PS holds its snapshot's rows now)."""
+        with self._lock:
+            self._generation += 1
+            self._tables = {}
+
+    def age(self) -> float:
+        """Seconds since the last refresh started that succeeded: every cached row is at least this fresh."""
+        return self.clock() - self.refreshed_at
+
+    def __len__(self) -> int:
+        return sum(len(c.ids) for c in self._tables.values())
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.refresh_s):
+            try:
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 - the PS restarting: keep the rows, try again
+                self.refresh_errors += 1
+                log.warning("could not refresh %d cached candidate rows (%s: %s); retrying in %ss",
+                            len(self), type(exc).__name__, exc, self.refresh_s)
+
+    def start(self) -> CandidateRows:
+        self._thread = threading.Thread(target=self._loop, name="candidate-rows", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
