@@ -486,7 +486,9 @@ def main() -> None:
 
         phase("freshness")
         notes["joiner_checkpoints"] = checkpoint_stats(cfg, run.joiner)
-        echo(f"feed latency: {args.rps:.0f} rps open loop for {args.latency_s:.0f}s, trainer busy")
+        forward = requests.get(f"{url}/health", timeout=5).json().get("forward")
+        echo(f"feed latency: {args.rps:.0f} rps open loop for {args.latency_s:.0f}s, trainer busy "
+             f"(dense graphs served by {forward})")
         busy = feed_window(cfg, url, users, args)
         sim1 = scrape(sim_url)
         echo(f"  p50 {pct(busy['latency'], 50, 1e3):.1f} ms p99 {pct(busy['latency'], 99, 1e3):.1f} ms, "
@@ -548,6 +550,7 @@ def main() -> None:
                       "checkpoint_interval_s": cfg.flink.checkpoint_interval_s,
                       "sync_interval_s": cfg.paramserver.sync_interval_s, "joiner_delivery": cfg.joiner.delivery},
         "feed_latency": {"rps": args.rps, "k": 10, "candidates": cfg.serving.candidates, "users": len(users),
+                         "forward": forward, "candidate_rows_refresh_s": cfg.serving.candidate_rows_refresh_s,
                          "busy": window(busy), "idle": window(idle)},
         "online_trainer": {"examples": online["examples"], "champion": online["champion"],
                            "snapshot_every": cfg.online.snapshot_every, "train_dense": cfg.online.train_dense,

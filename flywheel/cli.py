@@ -346,10 +346,13 @@ def serve():
     cfg = load_config()
     import tensorflow as tf  # after serving.app (models/ sets TF up), before any op
 
-    # a feed's ops are small: thread hand-offs cost more than they save
+    from threadpoolctl import threadpool_limits
 
+    # a feed's ops are small: thread hand-offs cost more than they save, and OpenBLAS's idle
+    # threads spin (the NumPy pass of serving/forward.py took 1.2 cores at 50 feeds/s with them)
     tf.config.threading.set_intra_op_parallelism_threads(cfg.serving.tf_threads)
     tf.config.threading.set_inter_op_parallelism_threads(cfg.serving.tf_threads)
+    threadpool_limits(cfg.serving.tf_threads, user_api="blas")
     uvicorn.run(create_app(cfg), host=cfg.stack.bind, port=cfg.serving.port, log_level="info")
 
 

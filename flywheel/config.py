@@ -271,11 +271,14 @@ class ServingConfig(_Section):
     # the candidates' rows (items, genres) are cached in the model server and re-pulled this
     # often (serving/candidate_rows.py): a feed then costs one serving-PS call; 0: pulled per feed
     candidate_rows_refresh_s: float = Field(1.0, ge=0, le=60)
+    # the dense graphs' serving pass: numpy (serving/forward.py, checked against TensorFlow on a
+    # version's first feed) or tensorflow
+    forward: Literal["numpy", "tensorflow"] = "numpy"
     max_k: int = Field(100, ge=1, le=1000)  # largest feed a request may ask for
     require_api_key: bool = False  # /feed, /events, /demo/api need X-API-Key (flywheel/secrets.py); on off loopback
     feed_workers: int = Field(2, ge=1)  # threads computing feeds, in arrival order (the GIL: few is faster)
     max_inflight_feeds: int = Field(16, ge=1)  # feeds computing or waiting for a worker; more are shed (503)
-    tf_threads: int = Field(1, ge=1)  # TensorFlow intra- and inter-op threads of the model server
+    tf_threads: int = Field(1, ge=1)  # TensorFlow's intra-/inter-op and BLAS's threads in the model server
     task_weights: dict[str, float] = {"click": 1.0, "like": 1.0, "finish": 0.5}  # feed score = sum w * p(task)
     max_events: int = Field(500, ge=1)  # actions per POST /events
     max_body_bytes: int = Field(1_048_576, ge=1024)  # larger request bodies get 413

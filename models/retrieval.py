@@ -148,16 +148,17 @@ class DeepRetrievalTrainer(_UserModelTrainer):
         batch = SparseBatch.from_examples(queries, self.slots)
         logits, beams = self._search(batch.pull(source or self.source), batch.tensors(), tf.constant(batch.size))
         logits, beams = logits.numpy(), beams.numpy()
-        out = []
-        for n in range(len(queries)):
-            on = self.paths.candidate_paths(beams[n])
-            if not on:
-                out.append(([], 0, []))
-                continue
-            cand = list(on)
-            top = [cand[i] for i in np.argsort(-logits[n, cand], kind="stable")[:k]]
-            out.append(([int(self.items[c]) for c in top], len(cand), [on[c] for c in top]))
-        return out
+        return [self.candidates_of(logits[n], beams[n], k) for n in range(len(queries))]
+
+    def candidates_of(self, logits: np.ndarray, beams: np.ndarray, k: int) -> tuple[list[int], int, list[tuple[int, ...]]]:
+        """One user's (top-k item IDs, items scored, their paths) from the reranker's logits over
+        every item [n_items] and the beam's paths [B, D] (the items on them, best logits first)."""
+        on = self.paths.candidate_paths(beams)
+        if not on:
+            return [], 0, []
+        cand = list(on)
+        top = [cand[i] for i in np.argsort(-logits[cand], kind="stable")[:k]]
+        return [int(self.items[c]) for c in top], len(cand), [on[c] for c in top]
 
     def _search(self, rows, index, size):
         if self._search_graph is None:

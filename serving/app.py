@@ -250,7 +250,7 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
             metrics.watch_candidate_rows(state["candidate_rows"])
         state["feed"] = FeedBuilder(state["loader"], catalogue or Catalogue.load(s.catalogue),
                                     Histories(per_user=s.history), s.candidates, s.task_weights,
-                                    state["candidate_rows"])
+                                    state["candidate_rows"], s.forward)
         state["panels"] = Panels(cfg, metrics.samples, state["loader"], joiner_job.job_name(cfg))
         yield
         state["workers"].shutdown(wait=True)
@@ -385,6 +385,7 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
     def health():
         current = state["loader"].current
         return {"model_version": current.version if current else None,
-                "loaded_at": current.loaded_at if current else None, "time": time.time()}
+                "loaded_at": current.loaded_at if current else None, "time": time.time(),
+                "forward": state["feed"].forward_in_use}
 
     return app

@@ -94,6 +94,12 @@ class CandidateRows:
             self._add(missing, pulled, now, generation)
         return out
 
+    def pull_many(self, ids: dict[str, np.ndarray], insert: bool = False) -> dict[str, np.ndarray]:
+        """:meth:`get`, read as an embedding source (read only: ``insert`` is refused)."""
+        if insert:
+            raise ValueError("CandidateRows is read only: pull with insert=True from the PS itself")
+        return self.get(ids)
+
     def _add(self, ids: dict[str, np.ndarray], rows: dict[str, np.ndarray], now: float, generation: int) -> None:
         with self._lock:
             if generation != self._generation:  # cleared meanwhile: these rows may be the old model's

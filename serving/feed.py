@@ -4,8 +4,11 @@ them, and the features each shown item was scored with are logged to Kafka ``fea
 Both models come from the ``champion`` bundle (:class:`serving.loader.ChampionLoader`), their
 embeddings from the serving PS: the user's rows pulled per request, the candidates' rows from
 a cache that re-pulls them every ``serving.candidate_rows_refresh_s``
-(:class:`serving.candidate_rows.CandidateRows`; without one, pulled per request too). The score that orders the feed is a weighted sum of the
-tasks' probabilities (``serving.task_weights``).
+(:class:`serving.candidate_rows.CandidateRows`; without one, pulled per request too). The
+dense graphs run in NumPy (serving/forward.py, ``serving.forward``): on a version's first feed
+both passes run, and the NumPy one serves the version only when it chose the same candidates
+and scored them alike; otherwise TensorFlow does. The score that orders the feed is a weighted
+sum of the tasks' probabilities (``serving.task_weights``).
 
 Cold start: a user with no embedding yet (or no history) is still embedded (missing rows read
 as zeros) and gets the beam's items; when the beam holds fewer than ``k`` items the feed is
@@ -14,17 +17,21 @@ filled from the catalogue of the model, so a feed is never short and never an er
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 
 import numpy as np
 
-from models.sparse import RequestRows
+from models.sparse import RequestRows, pull_tables
 from serving.candidate_rows import CandidateRows
 from serving.catalogue import Catalogue
+from serving.forward import Forward, Unsupported, agrees, segment_mean
 from serving.history import Histories
 from streaming.schemas import Features, encode, key_of
+
+log = logging.getLogger(__name__)
 
 
 class NoModel(RuntimeError):
@@ -47,12 +54,18 @@ class FeedBuilder:
     """Turns (user, k) into a ranked list; see the module docstring."""
 
     def __init__(self, loader, catalogue: Catalogue, histories: Histories, candidates: int = 200,
-                 task_weights: dict[str, float] | None = None, candidate_rows: CandidateRows | None = None):
+                 task_weights: dict[str, float] | None = None, candidate_rows: CandidateRows | None = None,
+                 forward: str = "numpy"):
         self.loader, self.catalogue, self.histories = loader, catalogue, histories
         self.candidates = candidates
         self.task_weights = task_weights or {"click": 1.0, "like": 1.0, "finish": 0.5}
         self.candidate_rows = candidate_rows
         self._rows_of: str | None = None  # the model version whose rows candidate_rows holds
+        self.forward = forward
+        self._forward: tuple[str | None, Forward | None] = (None, None)
+        self._checked = False
+        self.forward_in_use = "tensorflow"  # "numpy" once a version's NumPy pass agreed with TensorFlow's
+        self.forward_mismatches = 0
 
     def user_sparse(self, user: int) -> dict[str, list[int]]:
         return {"user": [user], "history": self.histories.get(user), "user_attr": self.catalogue.users.get(user, [])}
@@ -65,20 +78,13 @@ class FeedBuilder:
             raise NoModel(NoModel.__doc__)
         started = time.perf_counter()
         sparse = self.user_sparse(user)
-        rows = RequestRows(model.retriever.source)  # the user's rows: pulled once, read by both models
-        [(found, _, paths)] = model.retriever.retrieve_with_paths([{"user_id": user, "sparse": sparse}],
-                                                                  k=self.candidates, source=rows)
-        retrieved = time.perf_counter()
-        path_of = dict(zip(found, paths))
-        candidates = list(path_of)
-        if len(candidates) < k:  # a short beam (a cold user, few items on its paths): fill up
-            seen = set(candidates)
-            candidates += [int(i) for i in model.meta["items"] if int(i) not in seen][:k - len(candidates)]
-        columns = {"item": (np.asarray(candidates, np.uint64), np.arange(len(candidates), dtype=np.int32)),
-                   "genre": self.catalogue.genre_columns(candidates)}
-        if self.candidate_rows is not None:
-            self._prime(model, rows, columns)
-        scores = model.ranker.score_columns(sparse, len(candidates), columns, source=rows)
+        fast = self._forward_of(model)
+        if fast is not None and not self._checked:
+            fast = self._check(model, fast, user, sparse, k)
+        if fast is None:
+            path_of, candidates, scores, retrieved = self._with_tensorflow(model, user, sparse, k)
+        else:
+            path_of, candidates, scores, retrieved = self._with_numpy(model, fast, sparse, k)
         total = sum(w * scores[t] for t, w in self.task_weights.items() if t in scores)
         order = np.argsort(-total, kind="stable")[:k]
         if timings is not None:
@@ -95,19 +101,131 @@ class FeedBuilder:
                                  {t: float(s[n]) for t, s in scores.items()}, features, path_of.get(item)))
         return request_id, version, served
 
-    def _prime(self, model, rows: RequestRows, columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        """Hand the request the candidates' cached rows, so that ranking pulls none."""
-        if self._rows_of != model.version:  # a new model: the serving PS was reset to its snapshot
-            self.candidate_rows.clear()
-            self._rows_of = model.version
+    def _candidates(self, model, path_of: dict[int, tuple[int, ...]], k: int) -> list[int]:
+        """The beam's items, then (a short beam: a cold user, few items on its paths) the
+        catalogue's, so that there are at least ``k``."""
+        candidates = list(path_of)
+        if len(candidates) < k:
+            seen = set(candidates)
+            candidates += [int(i) for i in model.meta["items"] if int(i) not in seen][:k - len(candidates)]
+        return candidates
+
+    def _columns(self, candidates: list[int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The candidates' own slots: {slot: (IDs, the candidate each belongs to)}."""
+        return {"item": (np.asarray(candidates, np.uint64), np.arange(len(candidates), dtype=np.int32)),
+                "genre": self.catalogue.genre_columns(candidates)}
+
+    def _with_tensorflow(self, model, user: int, sparse: dict, k: int, source=None):
+        """(path of each item, candidates, {task: scores}, when retrieval ended); ``source``
+        overrides where every row is read (the check: one memo for both passes)."""
+        rows = RequestRows(source or model.retriever.source)  # the user's rows: pulled once, read by both models
+        [(found, _, paths)] = model.retriever.retrieve_with_paths([{"user_id": user, "sparse": sparse}],
+                                                                  k=self.candidates, source=rows)
+        retrieved = time.perf_counter()
+        path_of = dict(zip(found, paths))
+        candidates = self._candidates(model, path_of, k)
+        columns = self._columns(candidates)
+        if self.candidate_rows is not None and source is None:
+            ids = self._candidate_ids(model, columns)
+            got = self._cache(model).get(ids)
+            rows.prime({table: (ids[table], got[table]) for table in ids})
+        scores = model.ranker.score_columns(sparse, len(candidates), columns, source=rows)
+        return path_of, candidates, scores, retrieved
+
+    def _with_numpy(self, model, fast: Forward, sparse: dict, k: int, source=None):
+        """:meth:`_with_tensorflow` with the NumPy pass."""
+        table_of = {s.name: s.table for s in model.ranker.slots + model.retriever.slots}
+        shared = {slot: np.asarray(ids, np.uint64) for slot, ids in sparse.items() if slot in table_of}
+        pooled = self._pooled(source or model.retriever.source, table_of, shared, 1)  # the user's rows: one call
+        pooled = {slot: v[0] for slot, v in pooled.items()}
+        logits, beams = fast.retriever.search(fast.retriever.user(pooled))
+        found, _, paths = model.retriever.candidates_of(logits, beams, self.candidates)
+        retrieved = time.perf_counter()
+        path_of = dict(zip(found, paths))
+        candidates = self._candidates(model, path_of, k)
+        n = len(candidates)
+        columns = {slot: c for slot, c in self._columns(candidates).items() if slot in table_of}
+        candidate_source = source or (self._cache(model) if self.candidate_rows is not None else model.ranker.source)
+        per_candidate = self._pooled(candidate_source,
+                                     table_of, {slot: ids for slot, (ids, _) in columns.items()}, n,
+                                     {slot: segments for slot, (_, segments) in columns.items()})
+        parts = [np.broadcast_to(pooled[s.name], (n, len(pooled[s.name]))) if s.name in pooled
+                 else per_candidate[s.name] for s in model.ranker.slots]
+        features = np.concatenate(parts + [np.zeros((n, fast.ranker.dense), np.float32)], axis=1)
+        return path_of, candidates, fast.ranker.scores(features), retrieved
+
+    @staticmethod
+    def _pooled(source, table_of: dict[str, str], ids: dict[str, np.ndarray], n: int,
+                segments: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """{slot: [n, dim]}: the mean row of each slot's IDs per segment (all in segment 0 when
+        ``segments`` is None), every table's rows in one pull from ``source``."""
+        wanted: dict[str, list[np.ndarray]] = {}
+        for slot, slot_ids in ids.items():
+            wanted.setdefault(table_of[slot], []).append(slot_ids)
+        rows = pull_tables(source, {t: np.concatenate(parts) for t, parts in wanted.items()})
+        out, offset = {}, dict.fromkeys(wanted, 0)
+        for slot, slot_ids in ids.items():
+            table, m = table_of[slot], len(slot_ids)
+            mine = rows[table][offset[table]:offset[table] + m]
+            offset[table] += m
+            seg = np.zeros(m, np.int32) if segments is None else segments[slot]
+            out[slot] = segment_mean(mine, seg, n)
+        return out
+
+    def _candidate_ids(self, model, columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
         table_of = {s.name: s.table for s in model.ranker.slots}
         wanted: dict[str, list[np.ndarray]] = {}
         for slot, (ids, _) in columns.items():
             if slot in table_of:
                 wanted.setdefault(table_of[slot], []).append(ids)
-        ids = {table: np.unique(np.concatenate(parts)) for table, parts in wanted.items()}
-        got = self.candidate_rows.get(ids)
-        rows.prime({table: (ids[table], got[table]) for table in ids})
+        return {table: np.unique(np.concatenate(parts)) for table, parts in wanted.items()}
+
+    def _cache(self, model) -> CandidateRows:
+        """The candidate rows, emptied when the model changed (the serving PS was reset to the
+        new version's snapshot)."""
+        if self._rows_of != model.version:
+            self.candidate_rows.clear()
+            self._rows_of = model.version
+        return self.candidate_rows
+
+    def _forward_of(self, model) -> Forward | None:
+        """The NumPy pass of ``model`` (``forward == "numpy"``), built once per version; None:
+        TensorFlow serves this version."""
+        if self._forward[0] != model.version:
+            fast = None
+            if self.forward == "numpy":
+                try:
+                    fast = Forward.of(model)
+                except Unsupported as exc:
+                    log.warning("model version %s is served by TensorFlow: %s", model.version, exc)
+            self._forward, self._checked = (model.version, fast), fast is None
+            self.forward_in_use = "tensorflow"  # until the NumPy pass agreed on this version's first feed
+        return self._forward[1]
+
+    def _check(self, model, fast: Forward, user: int, sparse: dict, k: int) -> Forward | None:
+        """The first feed of a version, both ways: the NumPy pass serves it only when it chose
+        the same candidates and scored them alike."""
+        memo = RequestRows(model.retriever.source)  # both passes read the same rows (training moves them)
+        _, tf_candidates, tf_scores, _ = self._with_tensorflow(model, user, sparse, k, source=memo)
+        _, np_candidates, np_scores, _ = self._with_numpy(model, fast, sparse, k, source=memo)
+        self._checked = True
+        same = set(tf_candidates) == set(np_candidates)
+        if same:  # compared per item: items whose reranker logits nearly tie may come in either order
+            order = np.argsort(tf_candidates)
+            position = {item: n for n, item in enumerate(np_candidates)}
+            np_scores = {t: v[[position[tf_candidates[n]] for n in order]] for t, v in np_scores.items()}
+            tf_scores = {t: v[order] for t, v in tf_scores.items()}
+            if agrees(tf_scores, np_scores):
+                self.forward_in_use = "numpy"
+                return fast
+        gap = max(float(np.max(np.abs(tf_scores[t] - np_scores[t]))) for t in tf_scores) if same else None
+        log.error("model version %s: the NumPy forward pass disagrees with TensorFlow's (%d of %d candidates "
+                  "alike, largest score difference %s); serving with TensorFlow", model.version,
+                  len(set(tf_candidates) & set(np_candidates)), len(tf_candidates), gap)
+        self.forward_mismatches += 1
+        self._forward = (model.version, None)
+        self.forward_in_use = "tensorflow"
+        return None
 
 
 def log_features(producer, topic: str, served: list[Served]) -> None:
