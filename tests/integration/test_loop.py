@@ -76,6 +76,9 @@ def test_a_user_who_likes_one_genre_sees_it_rise_and_the_loop_closes(stack, loop
     ids = np.array([user], np.uint64)
     first = session.get(f"{url}/feed", params={"user_id": user, "k": CATALOGUE}, timeout=30).json()
     assert len(first["items"]) == CATALOGUE
+    # the champion's feeds come from the NumPy pass: it agreed with TensorFlow on the first feed
+    forward = session.get(f"{url}/health", timeout=30).json()["forward"]
+    assert forward == "numpy", "TensorFlow serves the champion: the NumPy pass disagreed (model-server log)"
     # the genre to like: the one ranked lowest for this user (the most room to rise)
     genres = {g for item in first["items"] for g in item["genres"]}
     genre = max(genres, key=lambda g: (genre_rank(first, g), g))
