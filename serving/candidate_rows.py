@@ -4,8 +4,9 @@ user's rows) instead of two.
 
 A feed ranks ~200 candidates; their rows are the same for every user and change only when
 training moves them, which reaches the serving PS once per ``paramserver.sync_interval_s``
-anyway. Rows here are at most ``refresh_s`` older than the serving PS's (plus the time of one
-pull); the user's own rows are never cached (:class:`models.sparse.RequestRows`), so a user's
+anyway. Rows here are about ``refresh_s`` older than the serving PS's at most (plus the time of
+a pull or two), and older while refreshes fail (``age()``, exported as a metric, says since when:
+serving keeps the rows it has while the PS restarts); the user's own rows are never cached (:class:`models.sparse.RequestRows`), so a user's
 actions reach their feed as fast as before. An ID seen for the first time is pulled at once,
 with the request that needs it. IDs no feed asked for in ``keep_s`` are dropped at the next
 refresh, so the cache holds the working set, not the catalogue. ``clear()`` (a new model was
@@ -134,8 +135,8 @@ class CandidateRows:
                 used = now_cached.used[now_cached.find(wanted)[0]]  # asked for during the pull too
                 fresh[table] = _Table(wanted, pulled[table], used)
             for table, c in current.items():  # IDs first pulled by a request during this refresh
-                added = ~np.isin(c.ids, fresh[table].ids) if table in fresh else np.ones(len(c.ids), bool)
-                added &= c.used >= now
+                before = tables[table].ids if table in tables else np.empty(0, np.uint64)
+                added = ~np.isin(c.ids, before)
                 if added.any():
                     base = fresh.get(table)
                     merged = [c.ids[added], c.rows[added], c.used[added]]
@@ -155,7 +156,8 @@ class CandidateRows:
             self._tables = {}
 
     def age(self) -> float:
-        """Seconds since the last refresh started that succeeded: every cached row is at least this fresh."""
+        """Seconds since the start of the last refresh that succeeded (rows pulled for the first
+        time since are newer)."""
         return self.clock() - self.refreshed_at
 
     def __len__(self) -> int:

@@ -18,6 +18,7 @@ filled from the catalogue of the model, so a feed is never short and never an er
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import numpy as np
 from models.sparse import RequestRows, pull_tables
 from serving.candidate_rows import CandidateRows
 from serving.catalogue import Catalogue
-from serving.forward import Forward, Unsupported, agrees, segment_mean
+from serving.forward import Forward, agrees, segment_mean
 from serving.history import Histories
 from streaming.schemas import Features, encode, key_of
 
@@ -62,10 +63,16 @@ class FeedBuilder:
         self.candidate_rows = candidate_rows
         self._rows_of: str | None = None  # the model version whose rows candidate_rows holds
         self.forward = forward
-        self._forward: tuple[str | None, Forward | None] = (None, None)
-        self._checked = False
-        self.forward_in_use = "tensorflow"  # "numpy" once a version's NumPy pass agreed with TensorFlow's
+        self._pass: _Pass | None = None  # how the loaded version is served (serving/forward.py)
+        self._lock = threading.Lock()
         self.forward_mismatches = 0
+
+    @property
+    def forward_in_use(self) -> str:
+        """``numpy`` (the version's NumPy pass agreed with TensorFlow's), ``tensorflow``, or
+        ``pending`` (no feed of this version has run the check yet)."""
+        p = self._pass
+        return "tensorflow" if p is None else {"pending": "pending", "checking": "pending"}.get(p.state, p.state)
 
     def user_sparse(self, user: int) -> dict[str, list[int]]:
         return {"user": [user], "history": self.histories.get(user), "user_attr": self.catalogue.users.get(user, [])}
@@ -78,13 +85,13 @@ class FeedBuilder:
             raise NoModel(NoModel.__doc__)
         started = time.perf_counter()
         sparse = self.user_sparse(user)
-        fast = self._forward_of(model)
-        if fast is not None and not self._checked:
-            fast = self._check(model, fast, user, sparse, k)
-        if fast is None:
-            path_of, candidates, scores, retrieved = self._with_tensorflow(model, user, sparse, k)
+        p, how = self._choose(model)
+        if how == "check":
+            path_of, candidates, scores, retrieved = self._check(model, p, user, sparse, k)
+        elif how == "numpy":
+            path_of, candidates, scores, retrieved = self._with_numpy(model, p.fast, sparse, k)
         else:
-            path_of, candidates, scores, retrieved = self._with_numpy(model, fast, sparse, k)
+            path_of, candidates, scores, retrieved = self._with_tensorflow(model, user, sparse, k)
         total = sum(w * scores[t] for t, w in self.task_weights.items() if t in scores)
         order = np.argsort(-total, kind="stable")[:k]
         if timings is not None:
@@ -188,44 +195,77 @@ class FeedBuilder:
             self._rows_of = model.version
         return self.candidate_rows
 
-    def _forward_of(self, model) -> Forward | None:
-        """The NumPy pass of ``model`` (``forward == "numpy"``), built once per version; None:
-        TensorFlow serves this version."""
-        if self._forward[0] != model.version:
-            fast = None
-            if self.forward == "numpy":
-                try:
-                    fast = Forward.of(model)
-                except Unsupported as exc:
-                    log.warning("model version %s is served by TensorFlow: %s", model.version, exc)
-            self._forward, self._checked = (model.version, fast), fast is None
-            self.forward_in_use = "tensorflow"  # until the NumPy pass agreed on this version's first feed
-        return self._forward[1]
+    def _choose(self, model) -> tuple[_Pass, str]:
+        """This feed's pass: ``numpy``, ``tensorflow``, or ``check`` (the first feed of a version
+        whose NumPy pass was built: exactly one feed runs the check, the others meanwhile use
+        TensorFlow)."""
+        with self._lock:
+            p = self._pass
+            if p is None or p.version != model.version:
+                fast, state = None, "tensorflow"
+                if self.forward == "numpy":
+                    try:
+                        fast, state = Forward.of(model), "pending"
+                    except Exception as exc:  # noqa: BLE001 - a layer it does not know, or a model it cannot read
+                        log.warning("model version %s is served by TensorFlow: no NumPy pass (%s: %s)",
+                                    model.version, type(exc).__name__, exc)
+                p = self._pass = _Pass(model.version, fast, state)
+            if p.state == "pending":
+                p.state = "checking"
+                return p, "check"
+            return p, "numpy" if p.state == "numpy" else "tensorflow"
 
-    def _check(self, model, fast: Forward, user: int, sparse: dict, k: int) -> Forward | None:
-        """The first feed of a version, both ways: the NumPy pass serves it only when it chose
-        the same candidates and scored them alike."""
-        memo = RequestRows(model.retriever.source)  # both passes read the same rows (training moves them)
-        _, tf_candidates, tf_scores, _ = self._with_tensorflow(model, user, sparse, k, source=memo)
-        _, np_candidates, np_scores, _ = self._with_numpy(model, fast, sparse, k, source=memo)
-        self._checked = True
-        same = set(tf_candidates) == set(np_candidates)
-        if same:  # compared per item: items whose reranker logits nearly tie may come in either order
-            order = np.argsort(tf_candidates)
-            position = {item: n for n, item in enumerate(np_candidates)}
-            np_scores = {t: v[[position[tf_candidates[n]] for n in order]] for t, v in np_scores.items()}
-            tf_scores = {t: v[order] for t, v in tf_scores.items()}
-            if agrees(tf_scores, np_scores):
-                self.forward_in_use = "numpy"
-                return fast
-        gap = max(float(np.max(np.abs(tf_scores[t] - np_scores[t]))) for t in tf_scores) if same else None
-        log.error("model version %s: the NumPy forward pass disagrees with TensorFlow's (%d of %d candidates "
-                  "alike, largest score difference %s); serving with TensorFlow", model.version,
-                  len(set(tf_candidates) & set(np_candidates)), len(tf_candidates), gap)
-        self.forward_mismatches += 1
-        self._forward = (model.version, None)
-        self.forward_in_use = "tensorflow"
+    def _check(self, model, p: _Pass, user: int, sparse: dict, k: int):
+        """Both passes on one snapshot of the rows (training moves them): the NumPy pass serves
+        the version only when it retrieved the same items on the same paths and scored them
+        alike. This feed is answered with TensorFlow's result."""
+        memo = RequestRows(model.retriever.source)
+        want = self._with_tensorflow(model, user, sparse, k, source=memo)
+        try:
+            why = _difference(want, self._with_numpy(model, p.fast, sparse, k, source=memo))
+        except Exception as exc:  # noqa: BLE001 - a NumPy pass that fails must not fail the version
+            why = f"it failed: {type(exc).__name__}: {exc}"
+        with self._lock:
+            if self._pass is p:  # still this version (a new one starts its own check)
+                p.state = "tensorflow" if why else "numpy"
+        if why:
+            self.forward_mismatches += 1
+            log.error("model version %s is served by TensorFlow: the NumPy forward pass disagrees (%s)",
+                      model.version, why)
+        return want
+
+
+@dataclass
+class _Pass:
+    """How one model version is served: its NumPy pass (None: none) and where its check stands:
+    ``pending``, ``checking``, ``numpy`` (agreed) or ``tensorflow``."""
+
+    version: str
+    fast: Forward | None
+    state: str
+
+
+def _difference(want, got) -> str | None:
+    """Why two passes' (paths, candidates, scores) differ, or None when they agree: the same
+    items on the same paths, and per item the same scores (items whose reranker logits nearly
+    tie may come in either order)."""
+    want_paths, want_items, want_scores, _ = want
+    got_paths, got_items, got_scores, _ = got
+    if want_paths != got_paths:
+        alike = sum(got_paths.get(i) == path for i, path in want_paths.items())
+        return f"{alike} of {len(want_paths)} retrieved items on the same path"
+    if set(want_items) != set(got_items):
+        return f"{len(set(want_items) & set(got_items))} of {len(want_items)} candidates alike"
+    order = np.argsort(want_items)
+    position = {item: n for n, item in enumerate(got_items)}
+    got_scores = {t: v[[position[want_items[n]] for n in order]] for t, v in got_scores.items()}
+    want_scores = {t: v[order] for t, v in want_scores.items()}
+    if agrees(want_scores, got_scores):
         return None
+    if want_scores.keys() != got_scores.keys():
+        return f"tasks {sorted(want_scores)} against {sorted(got_scores)}"
+    gap = max(float(np.max(np.abs(want_scores[t] - got_scores[t]))) for t in want_scores)
+    return f"largest score difference {gap:.3g}"
 
 
 def log_features(producer, topic: str, served: list[Served]) -> None:

@@ -8,8 +8,9 @@ arithmetic: ~4 of a feed's ~8 ms on the bench stack. Here the same layers run as
 on the weights copied out of the Keras layers once per model version.
 
 The pass is checked against TensorFlow's on the first feed of every model version
-(:func:`agrees`); a version whose layers this module does not know, or whose scores differ,
-is served by TensorFlow instead (``serving.forward``, serving/feed.py).
+(serving/feed.py): a version whose layers this module does not know, whose pass fails, or
+whose retrieved items, paths or scores differ, is served by TensorFlow instead
+(``serving.forward``).
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ class Ranker:
         for t in self.tasks:
             mixed = np.einsum("ned,ne->nd", experts, self.gates[t](features))
             logit = run(self.towers[t], mixed)[:, 0]
-            out[t] = 1 / (1 + np.exp(-logit))
+            out[t] = 0.5 * (1 + np.tanh(0.5 * logit))  # the sigmoid, without exp's overflow
         return out
 
 

@@ -99,9 +99,11 @@ def test_clear_forgets_rows_and_discards_a_refresh_that_was_under_way(source):
 
 
 def test_an_id_first_asked_for_during_a_refresh_is_kept(source):
-    cache = CandidateRows(source, refresh_s=1.0)
+    clock = Clock()
+    cache = CandidateRows(source, refresh_s=1.0, clock=clock)
     cache.get({"item_id": ids(8)})
-    source.during_pull = lambda: (setattr(source, "during_pull", None), cache.get({"item_id": ids(9)}))
+    source.during_pull = lambda: (setattr(source, "during_pull", None), setattr(clock, "now", clock.now - 1),
+                                  cache.get({"item_id": ids(9)}))  # read the clock before the refresh did
     cache.refresh()
     assert len(cache) == 2
     calls = len(source.calls)
@@ -118,7 +120,8 @@ def test_a_feed_with_the_cache_is_the_same_feed_and_ranks_without_pulling(tmp_pa
                          candidate_rows=CandidateRows(source, refresh_s=1.0))
     loader.current.ranker.source = loader.current.retriever.source = source
     _, _, want = plain.build(5, k=10)
-    _, _, first = cached.build(5, k=10)  # fills the cache
+    _, _, first = cached.build(5, k=10)  # the version's first feed: both passes, on their own snapshot
+    cached.build(5, k=10)  # fills the cache
     source.calls.clear()
     _, _, got = cached.build(5, k=10)
     for served in (first, got):
@@ -135,5 +138,6 @@ def test_a_new_model_version_clears_the_cache(tmp_path, source):
     cache.get({"item_id": ids(999)})
     assert 999 in cache._tables["item_id"].ids
     loader.current = loader.current.__class__(**{**loader.current.__dict__, "version": "8"})
+    builder.build(5, k=10)  # the check: on its own snapshot of the rows
     builder.build(5, k=10)
     assert 999 not in cache._tables["item_id"].ids

@@ -60,6 +60,7 @@ def test_a_numpy_feed_is_the_tensorflow_feed(loader, cached):
         for g, w in zip(got, want):
             assert g.scores == pytest.approx(w.scores, rel=1e-4, abs=1e-6)
     assert with_np.forward_in_use == "numpy" and with_tf.forward_in_use == "tensorflow"
+    assert with_np.forward_mismatches == 0
 
 
 def test_a_pass_that_disagrees_is_replaced_by_tensorflow(loader, monkeypatch):
@@ -72,6 +73,24 @@ def test_a_pass_that_disagrees_is_replaced_by_tensorflow(loader, monkeypatch):
     _, _, again = builder.build(5, k=8)  # the version stays with TensorFlow
     assert builder.forward_in_use == "tensorflow"
     assert [s.score for s in again] == pytest.approx([s.score for s in first])
+
+
+def test_a_numpy_pass_that_fails_leaves_the_version_to_tensorflow(loader, monkeypatch):
+    builder = FeedBuilder(loader, Catalogue(genres=GENRES), Histories(), candidates=30)
+    monkeypatch.setattr(forward.Retriever, "search", lambda self, user: {}["no such slot"])
+    assert builder.forward_in_use == "tensorflow"
+    _, _, served = builder.build(5, k=8)  # answered, by TensorFlow
+    assert len(served) == 8 and builder.forward_in_use == "tensorflow" and builder.forward_mismatches == 1
+    _, _, again = builder.build(6, k=8)
+    assert len(again) == 8
+
+
+def test_a_beam_that_differs_is_caught_even_when_the_fill_hides_it(loader, monkeypatch):
+    real = forward.Retriever.search
+    monkeypatch.setattr(forward.Retriever, "search", lambda self, user: (real(self, user)[0], real(self, user)[1][::-1]))
+    builder = FeedBuilder(loader, Catalogue(genres=GENRES), Histories(), candidates=30)
+    builder.build(5, k=len(ITEMS))  # the whole catalogue: the same candidate set either way
+    assert builder.forward_in_use == "tensorflow" and builder.forward_mismatches == 1
 
 
 def test_an_unknown_layer_is_served_by_tensorflow(loader, monkeypatch):
