@@ -77,6 +77,7 @@ def test_a_user_who_likes_one_genre_sees_it_rise_and_the_loop_closes(stack, loop
     first = session.get(f"{url}/feed", params={"user_id": user, "k": CATALOGUE}, timeout=30).json()
     assert len(first["items"]) == CATALOGUE
     # the champion's feeds come from the NumPy pass: it agreed with TensorFlow on the first feed
+    wait(lambda: session.get(f"{url}/health", timeout=30).json()["forward"] != "pending", 30, "the first-feed check", 0.1)
     forward = session.get(f"{url}/health", timeout=30).json()["forward"]
     assert forward == "numpy", "TensorFlow serves the champion: the NumPy pass disagreed (model-server log)"
     # the genre to like: the one ranked lowest for this user (the most room to rise)
