@@ -41,6 +41,16 @@ class _Table:
     def __init__(self, ids: np.ndarray, rows: np.ndarray, used: np.ndarray):
         self.ids, self.rows, self.used = ids, rows, used
 
+    @classmethod
+    def of(cls, ids: np.ndarray, rows: np.ndarray, used: np.ndarray, base: _Table | None = None) -> _Table:
+        """These rows sorted by ID, plus ``base``'s rows of other IDs."""
+        if base is not None:
+            keep = ~np.isin(base.ids, ids)
+            ids, rows, used = (np.concatenate([old[keep], new]) for old, new in
+                               ((base.ids, ids), (base.rows, rows), (base.used, used)))
+        order = np.argsort(ids, kind="stable")
+        return cls(ids[order], rows[order], used[order])
+
     def find(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(positions into ``rows``, which of ``wanted`` are cached)."""
         if not len(self.ids):
@@ -106,15 +116,8 @@ class CandidateRows:
             if generation != self._generation:  # cleared meanwhile: these rows may be the old model's
                 return
             tables = dict(self._tables)
-            for table, new in ids.items():
-                old = tables.get(table)
-                keep = np.ones(0, bool) if old is None else ~np.isin(old.ids, new)  # a racing get pulled it too
-                merged_ids = np.concatenate([old.ids[keep], new]) if old is not None else new
-                merged_rows = np.concatenate([old.rows[keep], rows[table]]) if old is not None else rows[table]
-                merged_used = np.concatenate([old.used[keep], np.full(len(new), now)]) if old is not None \
-                    else np.full(len(new), now)
-                order = np.argsort(merged_ids, kind="stable")
-                tables[table] = _Table(merged_ids[order], merged_rows[order], merged_used[order])
+            for table, new in ids.items():  # a racing get may have pulled some too: the newer rows win
+                tables[table] = _Table.of(new, rows[table], np.full(len(new), now), tables.get(table))
             self._tables = tables
 
     def refresh(self) -> int:
@@ -138,12 +141,7 @@ class CandidateRows:
                 before = tables[table].ids if table in tables else np.empty(0, np.uint64)
                 added = ~np.isin(c.ids, before)
                 if added.any():
-                    base = fresh.get(table)
-                    merged = [c.ids[added], c.rows[added], c.used[added]]
-                    if base is not None:
-                        merged = [np.concatenate([b, m]) for b, m in zip((base.ids, base.rows, base.used), merged)]
-                    order = np.argsort(merged[0], kind="stable")
-                    fresh[table] = _Table(*(m[order] for m in merged))
+                    fresh[table] = _Table.of(c.ids[added], c.rows[added], c.used[added], fresh.get(table))
             self._tables = fresh
         self.refreshes += 1
         self.refreshed_at = now

@@ -166,9 +166,7 @@ class FeedBuilder:
                 segments: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """{slot: [n, dim]}: the mean row of each slot's IDs per segment (all in segment 0 when
         ``segments`` is None), every table's rows in one pull from ``source``."""
-        wanted: dict[str, list[np.ndarray]] = {}
-        for slot, slot_ids in ids.items():
-            wanted.setdefault(table_of[slot], []).append(slot_ids)
+        wanted = _by_table(table_of, ids)
         rows = pull_tables(source, {t: np.concatenate(parts) for t, parts in wanted.items()})
         out, offset = {}, dict.fromkeys(wanted, 0)
         for slot, slot_ids in ids.items():
@@ -181,10 +179,7 @@ class FeedBuilder:
 
     def _candidate_ids(self, model, columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
         table_of = {s.name: s.table for s in model.ranker.slots}
-        wanted: dict[str, list[np.ndarray]] = {}
-        for slot, (ids, _) in columns.items():
-            if slot in table_of:
-                wanted.setdefault(table_of[slot], []).append(ids)
+        wanted = _by_table(table_of, {slot: ids for slot, (ids, _) in columns.items() if slot in table_of})
         return {table: np.unique(np.concatenate(parts)) for table, parts in wanted.items()}
 
     def _cache(self, model) -> CandidateRows:
@@ -243,6 +238,14 @@ class _Pass:
     version: str
     fast: Forward | None
     state: str
+
+
+def _by_table(table_of: dict[str, str], ids: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """Slots' IDs grouped by the table they live in (in slot order)."""
+    wanted: dict[str, list[np.ndarray]] = {}
+    for slot, slot_ids in ids.items():
+        wanted.setdefault(table_of[slot], []).append(slot_ids)
+    return wanted
 
 
 def _difference(want, got) -> str | None:
