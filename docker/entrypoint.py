@@ -29,7 +29,7 @@ from flywheel.stack.base import Program, StackError, write  # noqa: E402
 # program -> the flywheel.stack module whose service runs it. Only that one service is built:
 # base.services(cfg) builds all of them, and each needs its own image's jars.
 PROGRAMS = {
-    "kafka": "kafka", "hdfs-namenode": "hdfs", "hdfs-datanode": "hdfs",
+    "kafka": "kafka", "kdc": "kerberos", "hdfs-namenode": "hdfs", "hdfs-datanode": "hdfs",
     "flink-jobmanager": "flink", "flink-taskmanager": "flink", "flink-door": "flink", "mlflow": "mlflow_server",
     "airflow-api-server": "airflow", "airflow-scheduler": "airflow", "airflow-dag-processor": "airflow",
     "ps-training-0": "paramserver", "ps-serving-0": "paramserver",  # more shards: docker/README.md
@@ -37,20 +37,38 @@ PROGRAMS = {
 ONE_SHOTS = ("airflow-db-migrate", "stack-init")
 
 
-def hadoop_conf(cfg: FlywheelConfig) -> None:
-    """Write HADOOP_CONF_DIR as the HDFS service's prepare does, without formatting a NameNode."""
-    from flywheel.stack import hdfs
+def hadoop_conf(cfg: FlywheelConfig, daemon: bool = False) -> None:
+    """Write HADOOP_CONF_DIR (and SPARK_CONF_DIR) as the HDFS service's prepare does, without
+    formatting a NameNode or making TLS keys. A ``daemon`` (the DataNode) also gets the web
+    servers' files: its keystore's settings (made by the kdc container, in the hdfs-tls volume)
+    and the signing key of its SPNEGO cookies."""
+    from flywheel.secrets import HDFS_HTTP_SECRET, value
+    from flywheel.stack import hdfs, hdfs_tls
 
     for name, text in hdfs.site_files(cfg).items():
         write(hdfs.conf_dir(cfg) / name, text)
     write(hdfs.conf_dir(cfg) / "log4j.properties", hdfs.LOG4J)
+    write(hdfs.spark_conf_dir(cfg) / "spark-defaults.conf", hdfs.spark_defaults(cfg))
+    if daemon and cfg.kerberos.enabled:
+        for name, text in hdfs_tls.ssl_files(cfg).items():
+            write(hdfs.conf_dir(cfg) / name, text, mode=0o600)
+        write(hdfs.conf_dir(cfg) / "http-signature-secret", value(cfg, HDFS_HTTP_SECRET), mode=0o600)
 
 
 def prepare(cfg: FlywheelConfig, name: str) -> Program:
     """Prepare program ``name`` (a key of PROGRAMS) as the local stack does, and return it."""
     service = importlib.import_module(f"flywheel.stack.{PROGRAMS[name]}").service(cfg)
-    if name == "hdfs-datanode":
-        hadoop_conf(cfg)  # not service.prepare(): it would also format a NameNode in the data volume
+    if cfg.kerberos.enabled:
+        from flywheel.stack import kerberos
+
+        kerberos.write_client_conf(cfg)  # every container finds the realm (keytabs: compose volumes)
+    if name == "kdc":
+        from flywheel.stack import hdfs_tls
+
+        service.prepare()  # the realm's database and every keytab, each in its own volume
+        hdfs_tls.ensure(cfg)  # one CA for the whole stack, made here once (hdfs-tls volume)
+    elif name == "hdfs-datanode":
+        hadoop_conf(cfg, daemon=True)  # not service.prepare(): it would also format a NameNode in the data volume
     elif name.startswith("airflow-"):
         # not service.prepare(): it runs `airflow db migrate`, which airflow-db-migrate did once
         from flywheel.stack import airflow
@@ -100,10 +118,16 @@ def airflow_db_migrate(cfg: FlywheelConfig) -> None:
 def stack_init(cfg: FlywheelConfig) -> None:
     """One-shot: the Kafka and HDFS services' post_start steps (topics, HDFS folders). Their
     service objects cannot be built in this image (no Kafka/HDFS jars), so the steps are called."""
-    from flywheel.hdfs import webhdfs
+    from flywheel.hdfs import namenode_ready, webhdfs
+    from flywheel.stack.base import wait_until
     from flywheel.topics import ensure_topics
 
     print(f"kafka topics created: {ensure_topics(cfg) or 'none (all exist)'}")
+    # the DataNode's health check is a TCP probe (HDFS's pages ask for a login): wait here until
+    # the NameNode has left safe mode with a live DataNode, or MKDIRS fails on a restart
+    if not wait_until(lambda: namenode_ready(cfg), cfg.stack.startup_timeout_s, interval_s=2):
+        raise StackError(f"HDFS at {cfg.webhdfs_url} is not out of safe mode with a live DataNode after "
+                         f"{cfg.stack.startup_timeout_s:.0f}s: see the hdfs-namenode and hdfs-datanode logs")
     fs = webhdfs(cfg)
     for path in (cfg.hdfs.root, cfg.flink.checkpoint_dir, cfg.flink.savepoint_dir):
         fs.makedirs(path, exist_ok=True)

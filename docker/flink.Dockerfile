@@ -30,14 +30,19 @@ FROM ${PYTHON_IMAGE} AS runtime-base
 RUN mkdir -p /usr/share/man/man1 \
  && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      openjdk-17-jre-headless procps \
+      openjdk-17-jre-headless procps krb5-user \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 flywheel \
  && useradd --system --uid 10001 --gid flywheel --create-home --home-dir /home/flywheel \
       --shell /usr/sbin/nologin flywheel \
  && install -d -o flywheel -g flywheel /var/lib/flywheel \
       /var/lib/flywheel/logs /var/lib/flywheel/kafka /var/lib/flywheel/hdfs \
-      /var/lib/flywheel/flink /var/lib/flywheel/mlflow /var/lib/flywheel/airflow
+      /var/lib/flywheel/flink /var/lib/flywheel/mlflow /var/lib/flywheel/airflow \
+      /var/lib/flywheel/kerberos /var/lib/flywheel/kerberos/keytabs \
+ && install -d -m 0700 -o flywheel -g flywheel /var/lib/flywheel/kerberos/db \
+      /var/lib/flywheel/kerberos/keytabs/hdfs /var/lib/flywheel/kerberos/keytabs/flywheel \
+      /var/lib/flywheel/hdfs/tls /var/lib/flywheel/hdfs/tls/ca /var/lib/flywheel/hdfs/tls/server \
+      /var/lib/flywheel/hdfs/tls/public
 ENV PYTHONUNBUFFERED=1 FLYWHEEL_CONFIG=config/docker.yaml
 
 # --- runtime ---------------------------------------------------------------------------------

@@ -30,18 +30,27 @@ FROM ${PYTHON_IMAGE} AS runtime-base
 RUN mkdir -p /usr/share/man/man1 \
  && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      openjdk-17-jre-headless procps \
+      openjdk-17-jre-headless procps krb5-user \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 flywheel \
  && useradd --system --uid 10001 --gid flywheel --create-home --home-dir /home/flywheel \
       --shell /usr/sbin/nologin flywheel \
  && install -d -o flywheel -g flywheel /var/lib/flywheel \
       /var/lib/flywheel/logs /var/lib/flywheel/kafka /var/lib/flywheel/hdfs \
-      /var/lib/flywheel/flink /var/lib/flywheel/mlflow /var/lib/flywheel/airflow
+      /var/lib/flywheel/flink /var/lib/flywheel/mlflow /var/lib/flywheel/airflow \
+      /var/lib/flywheel/kerberos /var/lib/flywheel/kerberos/keytabs \
+ && install -d -m 0700 -o flywheel -g flywheel /var/lib/flywheel/kerberos/db \
+      /var/lib/flywheel/kerberos/keytabs/hdfs /var/lib/flywheel/kerberos/keytabs/flywheel \
+      /var/lib/flywheel/hdfs/tls /var/lib/flywheel/hdfs/tls/ca /var/lib/flywheel/hdfs/tls/server \
+      /var/lib/flywheel/hdfs/tls/public
 ENV PYTHONUNBUFFERED=1 FLYWHEEL_CONFIG=config/docker.yaml
 
 # --- runtime ---------------------------------------------------------------------------------
 FROM runtime-base AS jvm
+# the kdc service: MIT's KDC and kadmin.local (the realm of HDFS)
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends krb5-kdc krb5-admin-server \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/flywheel/.venv/jvm /opt/flywheel/.venv/jvm
 COPY --from=jars /out/jvm/kafka /opt/flywheel/build/jvm/kafka
 COPY --from=jars /out/jvm/hdfs /opt/flywheel/build/jvm/hdfs
@@ -51,6 +60,6 @@ COPY config/ /opt/flywheel/config/
 COPY docker/entrypoint.py docker/healthcheck.py /opt/flywheel/docker/
 USER flywheel
 WORKDIR /opt/flywheel
-EXPOSE 9092 9093 8020 9870 9864 9866 9867
+EXPOSE 7088 9092 9093 8020 9870 9864 9866 9867
 ENTRYPOINT ["/opt/flywheel/.venv/jvm/bin/python", "/opt/flywheel/docker/entrypoint.py"]
 CMD ["kafka"]

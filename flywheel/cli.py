@@ -83,6 +83,11 @@ def _print_status(cfg) -> bool:
     for secret in secrets.ALL:
         typer.echo(f"  {secret.name:<26}{secrets.where(cfg, secret)}  ({secret.protects})")
     typer.echo(f"  {'airflow':<26}files in {airflow.home(cfg)} (passwords.json, secrets/)")
+    if cfg.kerberos.enabled:
+        from flywheel.stack import kerberos
+
+        typer.echo(f"  {'kerberos keytabs':<26}files in {kerberos.home(cfg) / 'keytabs'} "
+                   f"(HDFS logins of {kerberos.client_principal(cfg)} and the HDFS daemons)")
     return all(r.healthy or r.off for r in rows)
 
 

@@ -65,6 +65,7 @@ class HostsConfig(_Section):
     paramserver_training: str | None = None
     paramserver_serving: str | None = None
     kafka: str | None = None
+    kdc: str | None = None
     hdfs_namenode: str | None = None
     hdfs_datanode: str | None = None
     flink_jobmanager: str | None = None
@@ -126,6 +127,28 @@ class KafkaConfig(_Section):
     _ports = field_validator("port", "controller_port")(_check_port)
 
 
+class KerberosConfig(_Section):
+    """The stack's Kerberos realm (MIT krb5kdc from Debian, flywheel/stack/kerberos.py): HDFS's
+    door. With ``enabled`` every HDFS client proves who it is (RPC: SASL/GSSAPI; WebHDFS and
+    the web UI: SPNEGO over TLS) and the DataNode authenticates block transfers."""
+
+    enabled: bool = True
+    realm: str = Field("FLYWHEEL.LOCAL", pattern=r"^[A-Z0-9][A-Z0-9.-]*$")
+    port: Port = 7088  # the KDC, TCP and UDP
+    # the principal of every HDFS client of the stack (docker/compose.yaml mounts its keytab's
+    # folder by this name: change both)
+    client: str = Field("flywheel", pattern=r"^[a-z][a-z0-9_-]*$")
+
+    _ports = field_validator("port")(_check_port)
+
+    @field_validator("client")
+    @classmethod
+    def _not_a_daemon(cls, v: str) -> str:
+        if v in ("hdfs", "HTTP"):
+            raise ValueError(f"'{v}' names the HDFS daemons' principals; choose another client name")
+        return v
+
+
 class HdfsConfig(_Section):
     namenode_port: Port = 8020
     namenode_http_port: Port = 9870
@@ -135,6 +158,9 @@ class HdfsConfig(_Section):
     heap: str = "256m"
     replication: int = Field(1, ge=1)
     root: str = "/flywheel"
+    # with kerberos.enabled: what SASL adds to RPC (hadoop.rpc.protection) and to block transfers
+    # (dfs.data.transfer.protection); "privacy" encrypts both, at a CPU cost
+    protection: Literal["authentication", "integrity", "privacy"] = "authentication"
 
     _ports = field_validator(
         "namenode_port", "namenode_http_port", "datanode_port", "datanode_http_port",
@@ -374,6 +400,7 @@ class HealthConfig(_Section):
 class FlywheelConfig(_Section):
     stack: StackConfig = StackConfig()
     kafka: KafkaConfig = KafkaConfig()
+    kerberos: KerberosConfig = KerberosConfig()
     hdfs: HdfsConfig = HdfsConfig()
     flink: FlinkConfig = FlinkConfig()
     mlflow: MlflowConfig = MlflowConfig()
@@ -398,7 +425,9 @@ class FlywheelConfig(_Section):
 
     @property
     def webhdfs_url(self) -> str:
-        return f"http://{self.stack.host_of('hdfs_namenode')}:{self.hdfs.namenode_http_port}"
+        """The NameNode's web UI and WebHDFS: TLS only (and SPNEGO) with kerberos.enabled."""
+        scheme = "https" if self.kerberos.enabled else "http"
+        return f"{scheme}://{self.stack.host_of('hdfs_namenode')}:{self.hdfs.namenode_http_port}"
 
     @property
     def flink_url(self) -> str:
@@ -423,7 +452,7 @@ class FlywheelConfig(_Section):
     def all_ports(self) -> dict[str, int]:
         """Every port the stack listens on, by ``section.key``."""
         out: dict[str, int] = {}
-        for name in ("kafka", "hdfs", "flink", "mlflow", "airflow", "paramserver", "serving", "online",
+        for name in ("kafka", "kerberos", "hdfs", "flink", "mlflow", "airflow", "paramserver", "serving", "online",
                      "simulator"):
             section = getattr(self, name)
             for key, value in section.model_dump().items():

@@ -38,7 +38,12 @@ KAFKA_PASSWORD = Secret("kafka_password", "FLYWHEEL_KAFKA_PASSWORD",
                         "SASL/PLAIN login of kafka.user at the Kafka broker and controller (kafka.sasl)")
 FLINK_PASSWORD = Secret("flink_password", "FLYWHEEL_FLINK_PASSWORD",
                         "HTTP basic-auth login of flink.user at the Flink REST API and web UI (flink.require_login)")
-ALL = (MLFLOW_PASSWORD, MLFLOW_SECRET_KEY, API_KEY, PS_TOKEN, KAFKA_PASSWORD, FLINK_PASSWORD)
+HDFS_KEYSTORE_PASSWORD = Secret("hdfs_keystore_password", "FLYWHEEL_HDFS_KEYSTORE_PASSWORD",
+                                "HDFS's TLS keystore and truststore (kerberos.enabled; fixed when they are made)")
+HDFS_HTTP_SECRET = Secret("hdfs_http_secret", "FLYWHEEL_HDFS_HTTP_SECRET",
+                          "HDFS web servers' signing key of their SPNEGO cookies (kerberos.enabled)")
+ALL = (MLFLOW_PASSWORD, MLFLOW_SECRET_KEY, API_KEY, PS_TOKEN, KAFKA_PASSWORD, FLINK_PASSWORD,
+       HDFS_KEYSTORE_PASSWORD, HDFS_HTTP_SECRET)
 
 
 def folder(cfg: FlywheelConfig) -> Path:

@@ -6,14 +6,15 @@ import os
 
 from flywheel.config import FlywheelConfig
 from flywheel.paths import ML_PYTHON, REPO_ROOT
-from flywheel.stack.hdfs import conf_dir
+from flywheel.stack.hdfs import conf_dir, spark_conf_dir
 
 
 def spark_env(cfg: FlywheelConfig) -> dict[str, str]:
-    """Environment a Spark driver needs: the stack's HADOOP_CONF_DIR (else replication 3), and
+    """Environment a Spark driver needs: the stack's HADOOP_CONF_DIR (else replication 3), its
+    SPARK_CONF_DIR (the Kerberos login of a secure HDFS, rendered by the hdfs service), and
     Python workers in the ML environment with the repository importable."""
-    return {"HADOOP_CONF_DIR": str(conf_dir(cfg)), "SPARK_LOCAL_IP": cfg.stack.host,
-            "PYSPARK_PYTHON": str(ML_PYTHON), "PYTHONPATH": str(REPO_ROOT)}
+    return {"HADOOP_CONF_DIR": str(conf_dir(cfg)), "SPARK_CONF_DIR": str(spark_conf_dir(cfg)),
+            "SPARK_LOCAL_IP": cfg.stack.host, "PYSPARK_PYTHON": str(ML_PYTHON), "PYTHONPATH": str(REPO_ROOT)}
 
 
 def spark_session(cfg: FlywheelConfig, app_name: str):

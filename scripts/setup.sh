@@ -21,7 +21,9 @@ jv=$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specificat
 command -v mvn >/dev/null || die "mvn not found. Install Maven (apt-get install maven) and re-run 'make setup'."
 
 # --- Debian packages -----------------------------------------------------------------------
-APT_PKGS=(libcuckoo-dev docker-compose chromium caddy)  # chromium: the demo page browser test; caddy: the Flink REST door
+APT_PKGS=(libcuckoo-dev docker-compose chromium caddy krb5-kdc krb5-admin-server krb5-user libkrb5-dev)
+# chromium: the demo page browser test; caddy: the Flink REST door; krb5-*: the KDC guarding HDFS, kinit;
+# libkrb5-dev: builds python-gssapi (no Linux wheels), the SPNEGO login of WebHDFS
 missing=()
 for p in "${APT_PKGS[@]}"; do  # installed, not merely removed with its config files left
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   say "apt-get install ${missing[*]}"
   $SUDO apt-get update -qq || die "apt-get update failed: check network access to Debian's mirrors."
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null \
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
     || die "apt-get install ${missing[*]} failed; install them by hand and re-run 'make setup'."
 fi
 

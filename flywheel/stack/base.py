@@ -93,9 +93,11 @@ def write(path: Path, text: str, mode: int | None = None) -> Path:
     return path
 
 
-def run_once(cmd: list[str], what: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
-    """Run a one-time initialisation command; raise StackError with its output on failure."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO_ROOT)
+def run_once(cmd: list[str], what: str, env: dict[str, str] | None = None, timeout: float = 300,
+             stdin: str | None = None) -> str:
+    """Run a one-time initialisation command (fed ``stdin``: how a secret reaches it, never its
+    command line); raise StackError with its output on failure."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO_ROOT, input=stdin)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise StackError(f"{what} failed (exit {proc.returncode}):\n{tail}")
@@ -153,10 +155,11 @@ def wait_until(check: Callable[[], bool], timeout_s: float, interval_s: float = 
 
 def services(cfg: FlywheelConfig) -> list[Service]:
     """Every service of the local stack, in start order."""
-    from flywheel.stack import airflow, flink, hdfs, kafka, loop, mlflow_server, paramserver
+    from flywheel.stack import airflow, flink, hdfs, kafka, kerberos, loop, mlflow_server, paramserver
 
     return [
         kafka.service(cfg),
+        *([kerberos.service(cfg)] if cfg.kerberos.enabled else []),
         hdfs.service(cfg),
         flink.service(cfg),
         mlflow_server.service(cfg),

@@ -87,6 +87,7 @@ def up(cfg: FlywheelConfig, only: list[str] | None = None, echo=print) -> None:
     started = time.monotonic()
     pending = {s.name: s for s in chosen}
     waiting = dict(pending)  # not started yet
+    probe_errors: dict[str, str] = {}
     while pending:
         for name, svc in list(waiting.items()):
             if not any(dep in pending for dep in svc.start_after):
@@ -98,8 +99,8 @@ def up(cfg: FlywheelConfig, only: list[str] | None = None, echo=print) -> None:
                 continue
             try:
                 ok = svc.healthy()
-            except Exception:  # noqa: BLE001 - not answering yet
-                ok = False
+            except Exception as exc:  # noqa: BLE001 - not answering yet; said if it never does
+                ok, probe_errors[name] = False, f"{type(exc).__name__}: {str(exc)[:300]}"
             if ok:
                 svc.post_start()
                 echo(f"  {name:<11} healthy after {time.monotonic() - started:5.1f}s  {svc.url}")
@@ -111,8 +112,10 @@ def up(cfg: FlywheelConfig, only: list[str] | None = None, echo=print) -> None:
                 raise StackError(f"{name}: {', '.join(dead)} exited while starting.\n{_log_tail(cfg, svc)}")
         if pending and time.monotonic() - started > cfg.stack.startup_timeout_s:
             names = ", ".join(pending)
+            probes = "".join(f"\n{n}'s health probe last failed with {probe_errors[n]}" for n in pending
+                             if n in probe_errors)
             tails = "\n".join(_log_tail(cfg, s) for s in pending.values())
-            raise StackError(f"not healthy after {cfg.stack.startup_timeout_s:.0f}s: {names}.\n{tails}")
+            raise StackError(f"not healthy after {cfg.stack.startup_timeout_s:.0f}s: {names}.{probes}\n{tails}")
         time.sleep(1)
 
 

@@ -16,7 +16,7 @@ import yaml
 
 from flywheel.config import REPO_ROOT, FlywheelConfig, deep_merge
 from flywheel.secrets import flink_auth
-from flywheel.stack import flink_door, hdfs
+from flywheel.stack import flink_door, hdfs, kerberos
 from flywheel.stack.base import FLINK_PYTHON, JVM_DIR, VENV, Program, Service, http_json, jars, require, write
 
 SITE_PACKAGES = VENV / "flink" / "lib" / "python3.11" / "site-packages"
@@ -67,6 +67,16 @@ def flink_config(cfg: FlywheelConfig) -> dict:
             "execution-mode": "thread", "pythonpath": pythonpath,
         },
     }
+    if cfg.kerberos.enabled:
+        # HDFS (checkpoints, savepoints, the examples' Parquet files) asks for Kerberos: the
+        # JobManager, the TaskManagers and the CLI log in from the client keytab, each for itself
+        ours["security"] = {
+            "kerberos": {"login": {"keytab": str(kerberos.client_keytab(cfg)),
+                                   "principal": kerberos.client_principal(cfg), "use-ticket-cache": False}},
+            "delegation": {"tokens": {"enabled": False}},
+        }
+        java_opts = defaults.get("env", {}).get("java", {}).get("opts", {}).get("all", "")
+        ours["env"] = {"java": {"opts": {"all": f"{java_opts} {kerberos.java_options(cfg)}".strip()}}}
     merged = deep_merge(defaults, ours)
     if not tm:  # "" : each TaskManager advertises its own address (containers that scale)
         del merged["taskmanager"]["host"]

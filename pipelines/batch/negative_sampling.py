@@ -1,8 +1,9 @@
 """Spark negative sampling: landed examples of some days -> the training set of those days.
 
-Submitted by the ``daily_retrain`` DAG (SparkSubmitOperator); by hand::
+Submitted by the ``daily_retrain`` DAG (SparkSubmitOperator); by hand (SPARK_CONF_DIR: the
+Kerberos login of a secure HDFS, ``flywheel.spark.spark_env``)::
 
-    PYTHONPATH=. HADOOP_CONF_DIR=.flywheel/hdfs/conf .venv/ml/bin/spark-submit --master 'local[2]' \\
+    PYTHONPATH=. HADOOP_CONF_DIR=.flywheel/hdfs/conf SPARK_CONF_DIR=.flywheel/spark/conf .venv/ml/bin/spark-submit --master 'local[2]' \\
         pipelines/batch/negative_sampling.py --examples hdfs://127.0.0.1:8020/flywheel/examples \\
         --output hdfs://127.0.0.1:8020/flywheel/training --dates 2026-11-23 --rates click=0.5
 

@@ -6,7 +6,7 @@ expected number of rows.
 
 Example::
 
-    HADOOP_CONF_DIR=.flywheel/hdfs/conf .venv/ml/bin/spark-submit --master 'local[2]' \\
+    HADOOP_CONF_DIR=.flywheel/hdfs/conf SPARK_CONF_DIR=.flywheel/spark/conf .venv/ml/bin/spark-submit --master 'local[2]' \\
         pipelines/batch/smoke_count.py --path hdfs://127.0.0.1:8020/flywheel/smoke/airflow/x --expect 100
 """
 
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         found = count_rows(spark, args.path)
     except AnalysisException as exc:
         print(f"smoke_count: cannot read {args.path}: {exc}. Did the write_partition task run, "
-              "and is HADOOP_CONF_DIR the stack's hdfs/conf?", file=sys.stderr)
+              "and are HADOOP_CONF_DIR and SPARK_CONF_DIR the stack's hdfs/conf and spark/conf "
+              "(flywheel.spark.spark_env; the second holds HDFS's Kerberos login)?", file=sys.stderr)
         return 1
     finally:
         spark.stop()

@@ -27,11 +27,12 @@ DOCKER_COMPOSE = shutil.which("docker-compose")
 SECRETS = {"FLYWHEEL_MLFLOW_PASSWORD": "test-mlflow", "FLYWHEEL_MLFLOW_SECRET_KEY": "test-mlflow-key",
            "AIRFLOW_ADMIN_PASSWORD": "test-admin", "AIRFLOW_JWT_SECRET": "test-jwt",
            "AIRFLOW_API_SECRET_KEY": "test-key", "FLYWHEEL_PS_TOKEN": "test-ps-token",
-           "FLYWHEEL_KAFKA_PASSWORD": "test-kafka-password", "FLYWHEEL_FLINK_PASSWORD": "test-flink-password"}
+           "FLYWHEEL_KAFKA_PASSWORD": "test-kafka-password", "FLYWHEEL_FLINK_PASSWORD": "test-flink-password",
+           "FLYWHEEL_HDFS_KEYSTORE_PASSWORD": "test-keystore-password"}
 # service -> the config section (or port key, with its +shard ports) whose ports it listens on
 # (None: publishes nothing)
 SERVICES = {
-    "kafka": "kafka", "hdfs-namenode": "hdfs", "hdfs-datanode": "hdfs", "stack-init": None,
+    "kafka": "kafka", "kdc": "kerberos", "hdfs-namenode": "hdfs", "hdfs-datanode": "hdfs", "stack-init": None,
     "flink-jobmanager": "flink", "flink-taskmanager": None, "flink-door": None, "mlflow": "mlflow",
     "airflow-db-migrate": None, "airflow-api-server": "airflow", "airflow-scheduler": None,
     "airflow-dag-processor": None,
@@ -291,3 +292,64 @@ def test_flinks_rest_api_is_reached_only_through_the_door(resolved, docker_cfg):
     rest = flink.flink_config(docker_cfg)["rest"]  # the JobManager: loopback only, behind the door's port
     assert (rest["bind-address"], rest["bind-port"], rest["port"]) == ("127.0.0.1", "8091", 8081)
     assert [p.target for p in published_ports(resolved) if p.service == "flink-jobmanager"] == [8081]
+
+
+def _mounts(svc: dict) -> dict[str, tuple[str, bool]]:
+    """volume name -> (where, read-only) of a resolved service's named volumes."""
+    out = {}
+    for volume in svc.get("volumes", []):
+        if isinstance(volume, str):
+            parts = volume.split(":")
+            out[parts[0]] = (parts[1], len(parts) > 2 and parts[2] == "ro")
+        elif volume.get("type") == "volume":
+            out[volume["source"]] = (volume["target"], bool(volume.get("read_only")))
+    return out
+
+
+def test_hdfs_keytabs_and_keys_are_mounted_only_where_needed(resolved):
+    from flywheel.stack import hdfs_tls, kerberos
+
+    docker_cfg = load_config(files=[REPO_ROOT / "config" / "docker.yaml"], environ={})  # the images' state dir
+    assert docker_cfg.kerberos.enabled and docker_cfg.stack.host_of("kdc") == "kdc"
+    where = {"kerberos-db": str(kerberos.home(docker_cfg) / "db"),
+             "keytab-hdfs": str(kerberos.keytab(docker_cfg, "hdfs").parent),
+             "keytab-client": str(kerberos.client_keytab(docker_cfg).parent),
+             "hdfs-ca-key": str(hdfs_tls.home(docker_cfg) / "ca"),
+             "hdfs-tls": str(hdfs_tls.home(docker_cfg) / "server"),
+             "hdfs-ca": str(hdfs_tls.ca_pem(docker_cfg).parent)}
+    holders: dict[str, dict[str, bool]] = {name: {} for name in where}
+    for name, svc in resolved["services"].items():
+        for volume, (target, read_only) in _mounts(svc).items():
+            if volume in where:
+                assert target == where[volume], (name, volume, target)
+                holders[volume][name] = read_only
+    assert holders["kerberos-db"] == {"kdc": False}
+    assert holders["keytab-hdfs"] == {"kdc": False, "hdfs-namenode": True, "hdfs-datanode": True}
+    clients = {"stack-init", "flink-jobmanager", "flink-taskmanager", "paramserver-training", "paramserver-serving",
+               "airflow-scheduler"}
+    assert holders["keytab-client"] == {"kdc": False, **{c: True for c in clients}}
+    assert holders["hdfs-ca-key"] == {"kdc": False}
+    assert holders["hdfs-tls"] == {"kdc": False, "hdfs-namenode": True, "hdfs-datanode": True}
+    python_clients = {"stack-init", "paramserver-training", "paramserver-serving", "airflow-scheduler"}
+    assert holders["hdfs-ca"] == {"kdc": False, "hdfs-namenode": True, "hdfs-datanode": True,
+                                  **{c: True for c in python_clients}}
+    with_password = {n for n, svc in resolved["services"].items()
+                     if "FLYWHEEL_HDFS_KEYSTORE_PASSWORD" in (svc.get("environment") or {})}
+    assert with_password == {"kdc", "hdfs-namenode", "hdfs-datanode"}
+
+
+def test_the_kdc_container_makes_the_realm_for_the_compose_names(docker_cfg, monkeypatch):
+    from flywheel.stack import hdfs_tls, kerberos
+
+    monkeypatch.setenv("FLYWHEEL_HDFS_KEYSTORE_PASSWORD", "test-keystore-password")
+    program = docker_module("entrypoint").prepare(docker_cfg, "kdc")
+    assert program.command[1:] == ["-n", "-r", "FLYWHEEL.LOCAL"]
+    assert "kdc = kdc:7088" in kerberos.krb5_conf(docker_cfg).read_text()
+    assert "kdc_listen = 0.0.0.0:7088" in (kerberos.home(docker_cfg) / "kdc.conf").read_text()
+    out = subprocess.run([kerberos.tool("klist"), "-k", str(kerberos.keytab(docker_cfg, "hdfs"))], capture_output=True,
+                         text=True, check=True).stdout
+    assert {"hdfs/hdfs-namenode@FLYWHEEL.LOCAL", "hdfs/hdfs-datanode@FLYWHEEL.LOCAL",
+            "HTTP/hdfs-namenode@FLYWHEEL.LOCAL"} <= set(out.split())
+    cert = subprocess.run(["openssl", "x509", "-noout", "-text", "-in", str(hdfs_tls.home(docker_cfg) / "server" / "hdfs.pem")],
+                          capture_output=True, text=True, check=True).stdout
+    assert "DNS:hdfs-namenode" in cert and "DNS:hdfs-datanode" in cert

@@ -17,7 +17,7 @@ def test_a_bare_up_leaves_the_loop_alone():
 
 def test_asking_for_the_simulator_brings_what_it_needs_transitively():
     chosen = {s.name for s in _select(load_config(), ["simulator"])}
-    assert chosen == {"simulator", "model-server", "kafka", "mlflow", "paramserver", "hdfs"}
+    assert chosen == {"simulator", "model-server", "kafka", "mlflow", "paramserver", "hdfs", "kerberos"}
 
 
 def test_the_demo_folder_reaches_the_loop_programs(tmp_path):
