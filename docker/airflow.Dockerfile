@@ -53,7 +53,7 @@ RUN mkdir -p /usr/share/man/man1 \
  && install -d -m 0700 -o flywheel -g flywheel /var/lib/flywheel/kerberos/db \
       /var/lib/flywheel/kerberos/keytabs/hdfs /var/lib/flywheel/kerberos/keytabs/flywheel \
       /var/lib/flywheel/hdfs/tls /var/lib/flywheel/hdfs/tls/ca /var/lib/flywheel/hdfs/tls/server \
-      /var/lib/flywheel/hdfs/tls/public
+      /var/lib/flywheel/hdfs/tls/public /var/lib/flywheel/flink/tls
 ENV PYTHONUNBUFFERED=1 FLYWHEEL_CONFIG=config/docker.yaml
 
 # --- runtime ---------------------------------------------------------------------------------

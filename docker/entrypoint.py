@@ -83,7 +83,9 @@ def prepare(cfg: FlywheelConfig, name: str) -> Program:
     elif name.startswith("flink-"):
         from flywheel.stack import flink
 
-        flink.prepare_cluster(cfg)  # not service.prepare(): the door's file is the door container's
+        # not service.prepare(): the door's file is the door container's; the JobManager makes
+        # the cluster's internal TLS key, the TaskManagers read it from their shared volume
+        flink.prepare_cluster(cfg, make_keys=name == "flink-jobmanager")
         hadoop_conf(cfg)  # hdfs:// checkpoints; locally the HDFS service wrote it
     else:
         service.prepare()

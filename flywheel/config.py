@@ -173,6 +173,9 @@ class FlinkConfig(_Section):
     rest_backend_port: Port = 8091  # the JobManager's own REST listener, on loopback behind the door
     require_login: bool = True
     user: str = Field("flywheel", pattern=r"^[A-Za-z0-9_.-]+$")  # password: flywheel/secrets.py FLINK_PASSWORD
+    # mutual TLS on the cluster's own connections (RPC, blob server, data exchange): only holders of
+    # the cluster's key (<state>/flink/tls, password FLINK_INTERNAL_PASSWORD) join it
+    internal_tls: bool = True
     jobmanager_rpc_port: Port = 6123
     taskmanager_rpc_port: Port = 6122
     taskmanager_data_port: Port = 6121

@@ -42,8 +42,10 @@ HDFS_KEYSTORE_PASSWORD = Secret("hdfs_keystore_password", "FLYWHEEL_HDFS_KEYSTOR
                                 "HDFS's TLS keystore and truststore (kerberos.enabled; fixed when they are made)")
 HDFS_HTTP_SECRET = Secret("hdfs_http_secret", "FLYWHEEL_HDFS_HTTP_SECRET",
                           "HDFS web servers' signing key of their SPNEGO cookies (kerberos.enabled)")
+FLINK_INTERNAL_PASSWORD = Secret("flink_internal_password", "FLYWHEEL_FLINK_INTERNAL_PASSWORD",
+                                 "Flink's internal TLS keystore: the key of the JobManager and TaskManagers (flink.internal_tls)")
 ALL = (MLFLOW_PASSWORD, MLFLOW_SECRET_KEY, API_KEY, PS_TOKEN, KAFKA_PASSWORD, FLINK_PASSWORD,
-       HDFS_KEYSTORE_PASSWORD, HDFS_HTTP_SECRET)
+       HDFS_KEYSTORE_PASSWORD, HDFS_HTTP_SECRET, FLINK_INTERNAL_PASSWORD)
 
 
 def folder(cfg: FlywheelConfig) -> Path:

@@ -16,7 +16,7 @@ import yaml
 
 from flywheel.config import REPO_ROOT, FlywheelConfig, deep_merge
 from flywheel.secrets import flink_auth
-from flywheel.stack import flink_door, hdfs, kerberos
+from flywheel.stack import flink_door, flink_tls, hdfs, kerberos
 from flywheel.stack.base import FLINK_PYTHON, JVM_DIR, VENV, Program, Service, http_json, jars, require, write
 
 SITE_PACKAGES = VENV / "flink" / "lib" / "python3.11" / "site-packages"
@@ -67,16 +67,21 @@ def flink_config(cfg: FlywheelConfig) -> dict:
             "execution-mode": "thread", "pythonpath": pythonpath,
         },
     }
+    security: dict = {}
     if cfg.kerberos.enabled:
         # HDFS (checkpoints, savepoints, the examples' Parquet files) asks for Kerberos: the
         # JobManager, the TaskManagers and the CLI log in from the client keytab, each for itself
-        ours["security"] = {
+        security = {
             "kerberos": {"login": {"keytab": str(kerberos.client_keytab(cfg)),
                                    "principal": kerberos.client_principal(cfg), "use-ticket-cache": False}},
             "delegation": {"tokens": {"enabled": False}},
         }
         java_opts = defaults.get("env", {}).get("java", {}).get("opts", {}).get("all", "")
         ours["env"] = {"java": {"opts": {"all": f"{java_opts} {kerberos.java_options(cfg)}".strip()}}}
+    if f.internal_tls:
+        security["ssl"] = {"internal": flink_tls.settings(cfg)}
+    if security:
+        ours["security"] = security
     merged = deep_merge(defaults, ours)
     if not tm:  # "" : each TaskManager advertises its own address (containers that scale)
         del merged["taskmanager"]["host"]
@@ -114,13 +119,17 @@ def _link_libs(cfg: FlywheelConfig) -> None:
         (target / jar.name).symlink_to(jar)
 
 
-def prepare_cluster(cfg: FlywheelConfig) -> None:
-    """The JobManager's and TaskManagers' files: config, masters/workers, logging, lib links."""
+def prepare_cluster(cfg: FlywheelConfig, make_keys: bool = True) -> None:
+    """The JobManager's and TaskManagers' files: config (mode 0600: it holds the internal TLS
+    password), masters/workers, logging, lib links, and the internal TLS key (made here unless
+    ``make_keys`` is off: a TaskManager's container reads the JobManager's)."""
     home = cfg.stack.root / "flink"
     conf = home / "conf"
     require(PYFLINK_HOME / "bin" / "jobmanager.sh", "PyFlink (the .venv/flink environment)")
     jars("flink-lib")
-    write(conf / "config.yaml", yaml.safe_dump(flink_config(cfg), sort_keys=False))
+    if cfg.flink.internal_tls:
+        flink_tls.ensure(cfg, make=make_keys)
+    write(conf / "config.yaml", yaml.safe_dump(flink_config(cfg), sort_keys=False), mode=0o600)
     write(conf / "masters", f"{cfg.stack.host_of('flink_jobmanager')}:{cfg.flink.rest_port}\n")
     write(conf / "workers", f"{cfg.stack.host_of('flink_taskmanager') or cfg.stack.host}\n")
     for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties",

@@ -10,7 +10,7 @@ the configured HTTP ports. ``ensure`` makes, once, with the JDK's keytool, in th
 - ``public/ca.pem``: the CA's certificate, what Python clients verify against.
 
 The password (flywheel/secrets.py HDFS_KEYSTORE_PASSWORD) reaches keytool through its
-environment (``-storepass:env``), never a command line. A change of host names makes a new
+environment (flywheel/stack/keytool.py), never a command line. A change of host names makes a new
 server key.
 """
 
@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
 from pathlib import Path
 
 from flywheel.config import FlywheelConfig
 from flywheel.secrets import HDFS_KEYSTORE_PASSWORD, value, where
-from flywheel.stack.base import StackError, run_once, write
-
-PASSWORD_ENV = "FLYWHEEL_KEYTOOL_PASSWORD"
-
+from flywheel.stack.base import StackError, write
+from flywheel.stack.keytool import check_password, keytool, store
 
 def home(cfg: FlywheelConfig) -> Path:
     return cfg.stack.root / "hdfs" / "tls"
@@ -52,22 +49,17 @@ def san(names: list[str]) -> str:
 
 
 def _keytool(cfg: FlywheelConfig, *args: str, what: str) -> str:
-    keytool = shutil.which("keytool")
-    if not keytool:
-        raise StackError("keytool not found: it comes with the JDK (apt-get install openjdk-17-jdk-headless)")
-    env = {**os.environ, PASSWORD_ENV: value(cfg, HDFS_KEYSTORE_PASSWORD)}
-    return run_once([keytool, *args], what, env=env, timeout=120)
+    return keytool(value(cfg, HDFS_KEYSTORE_PASSWORD), *args, what=what, source=where(cfg, HDFS_KEYSTORE_PASSWORD))
 
 
 def ensure(cfg: FlywheelConfig) -> None:
     """The CA, the server keystore and the truststore, made when missing (or the hosts changed);
     an existing keystore must open with the configured password."""
     names = hosts(cfg)
+    check_password(value(cfg, HDFS_KEYSTORE_PASSWORD), where(cfg, HDFS_KEYSTORE_PASSWORD))
     ca_dir, server_dir = home(cfg) / "ca", home(cfg) / "server"
     for folder in (ca_dir, server_dir, ca_pem(cfg).parent):
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pw = ("-storepass:env", PASSWORD_ENV)
-    store = lambda path: ("-storetype", "PKCS12", "-keystore", str(path), *pw)  # noqa: E731
     ca, server, trust = ca_dir / "ca.p12", server_dir / "hdfs.p12", server_dir / "trust.p12"
     marker = server_dir / "hosts"
     if server.exists() and trust.exists() and ca_pem(cfg).exists() and marker.exists() \

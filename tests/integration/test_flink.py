@@ -88,3 +88,53 @@ def test_the_door_refuses_a_request_without_the_login_or_with_a_wrong_password(s
     conf = {e["key"]: e["value"] for e in
             requests.get(f"{stack.flink_url}/jobmanager/config", auth=(user, password), timeout=5).json()}
     assert (conf["rest.bind-address"], conf["rest.bind-port"]) == ("127.0.0.1", str(stack.flink.rest_backend_port))
+
+
+def _peer(host: str, port: int, key_pem=None) -> str:
+    """What a TLS client gets from ``host:port``: "refused" (a failed handshake, an alert, a reset
+    or a closed connection) or "accepted" (a handshake, then the server waits for the protocol)."""
+    import socket
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    if key_pem:
+        ctx.load_cert_chain(key_pem)
+    try:
+        with socket.create_connection((host, port), timeout=10) as raw, ctx.wrap_socket(raw) as tls:
+            tls.settimeout(2)  # TLS 1.3: a server that wants a client certificate says so after the handshake
+            return "refused" if tls.recv(1) == b"" else "accepted"
+    except (TimeoutError, socket.timeout):
+        return "accepted"
+    except (ssl.SSLError, ConnectionError):
+        return "refused"
+
+
+def _cluster_key_pem(stack, folder) -> str:
+    """The cluster's internal key and certificate (PKCS12) as one PEM file, for Python's ssl."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    from flywheel.secrets import FLINK_INTERNAL_PASSWORD, value
+    from flywheel.stack import flink_tls
+
+    key, cert, _ = pkcs12.load_key_and_certificates(flink_tls.keystore(stack).read_bytes(),
+                                                    value(stack, FLINK_INTERNAL_PASSWORD).encode())
+    path = folder / "internal.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM))
+    return str(path)
+
+
+def test_the_clusters_own_ports_refuse_a_peer_without_its_key(stack, tmp_path):
+    f = stack.flink
+    if not f.internal_tls:
+        pytest.skip("flink.internal_tls is off in this config")
+    host = stack.stack.host
+    ports = {"jobmanager rpc": f.jobmanager_rpc_port, "taskmanager rpc": f.taskmanager_rpc_port,
+             "blob server": f.blob_port, "taskmanager data": f.taskmanager_data_port}
+    assert {name: _peer(host, port) for name, port in ports.items()} == {name: "refused" for name in ports}
+    # the same ports let a peer holding the cluster's key through the handshake (so the refusal
+    # above is TLS asking for the key, not a plain port hanging up on a TLS hello)
+    key = _cluster_key_pem(stack, tmp_path)
+    assert {name: _peer(host, port, key) for name, port in ports.items()} == {name: "accepted" for name in ports}

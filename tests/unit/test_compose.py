@@ -28,7 +28,8 @@ SECRETS = {"FLYWHEEL_MLFLOW_PASSWORD": "test-mlflow", "FLYWHEEL_MLFLOW_SECRET_KE
            "AIRFLOW_ADMIN_PASSWORD": "test-admin", "AIRFLOW_JWT_SECRET": "test-jwt",
            "AIRFLOW_API_SECRET_KEY": "test-key", "FLYWHEEL_PS_TOKEN": "test-ps-token",
            "FLYWHEEL_KAFKA_PASSWORD": "test-kafka-password", "FLYWHEEL_FLINK_PASSWORD": "test-flink-password",
-           "FLYWHEEL_HDFS_KEYSTORE_PASSWORD": "test-keystore-password"}
+           "FLYWHEEL_HDFS_KEYSTORE_PASSWORD": "test-keystore-password",
+           "FLYWHEEL_FLINK_INTERNAL_PASSWORD": "test-flink-internal-password"}
 # service -> the config section (or port key, with its +shard ports) whose ports it listens on
 # (None: publishes nothing)
 SERVICES = {
@@ -221,6 +222,9 @@ def test_entrypoint_prepares_without_patching(docker_cfg, tmp_path):
     from flywheel.stack import flink
 
     entrypoint = docker_module("entrypoint")
+    with pytest.raises(entrypoint.StackError, match="start flink-jobmanager first"):
+        entrypoint.prepare(docker_cfg, "flink-taskmanager")  # the JobManager makes the internal key
+    entrypoint.prepare(docker_cfg, "flink-jobmanager")
     entrypoint.prepare(docker_cfg, "flink-taskmanager")
     written = yaml.safe_load((tmp_path / "flink" / "conf" / "config.yaml").read_text())
     assert written == flink.flink_config(docker_cfg)  # as the stack code rendered it, unedited
@@ -353,3 +357,16 @@ def test_the_kdc_container_makes_the_realm_for_the_compose_names(docker_cfg, mon
     cert = subprocess.run(["openssl", "x509", "-noout", "-text", "-in", str(hdfs_tls.home(docker_cfg) / "server" / "hdfs.pem")],
                           capture_output=True, text=True, check=True).stdout
     assert "DNS:hdfs-namenode" in cert and "DNS:hdfs-datanode" in cert
+
+
+def test_only_the_flink_cluster_holds_its_internal_key(resolved):
+    from flywheel.stack import flink_tls
+
+    docker_cfg = load_config(files=[REPO_ROOT / "config" / "docker.yaml"], environ={})
+    assert docker_cfg.flink.internal_tls
+    holders = {name: _mounts(svc)["flink-tls"] for name, svc in resolved["services"].items() if "flink-tls" in _mounts(svc)}
+    folder = str(flink_tls.keystore(docker_cfg).parent)
+    assert holders == {"flink-jobmanager": (folder, False), "flink-taskmanager": (folder, True)}
+    with_password = {n for n, svc in resolved["services"].items()
+                     if "FLYWHEEL_FLINK_INTERNAL_PASSWORD" in (svc.get("environment") or {})}
+    assert with_password == {"flink-jobmanager", "flink-taskmanager"}

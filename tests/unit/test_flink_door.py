@@ -8,15 +8,12 @@ import subprocess
 import pytest
 
 from flywheel import flinkjobs, secrets
-from flywheel.config import load_config
 from flywheel.stack import flink, flink_door
 
 
 @pytest.fixture
-def cfg(tmp_path, monkeypatch):
-    for s in secrets.ALL:
-        monkeypatch.delenv(s.env, raising=False)
-    return load_config(files=[], environ={"FLYWHEEL__STACK__STATE_DIR": str(tmp_path)})
+def cfg(state_cfg):
+    return state_cfg
 
 
 def test_the_jobmanager_listens_on_loopback_behind_the_door_and_on_the_clients_port_without_it(cfg):

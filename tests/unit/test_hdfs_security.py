@@ -6,18 +6,15 @@ import subprocess
 
 import pytest
 
-from flywheel import secrets
 from flywheel.config import load_config
 from flywheel.spark import spark_env
-from flywheel.stack import flink, hdfs, hdfs_tls, kerberos
+from flywheel.stack import flink, hdfs, hdfs_tls, kerberos, keytool
 from flywheel.stack.base import StackError, services
 
 
 @pytest.fixture
-def cfg(tmp_path, monkeypatch):
-    for s in secrets.ALL:
-        monkeypatch.delenv(s.env, raising=False)
-    return load_config(files=[], environ={"FLYWHEEL__STACK__STATE_DIR": str(tmp_path)})
+def cfg(state_cfg):
+    return state_cfg
 
 
 def _off(cfg):
@@ -71,7 +68,7 @@ def test_no_secret_reaches_a_command_line(cfg, monkeypatch):
         seen.append(cmd)
         return real(cmd, what, *args, **kwargs)
 
-    for module in (kerberos, hdfs_tls):
+    for module in (kerberos, keytool):
         monkeypatch.setattr(module, "run_once", recording)
     monkeypatch.setenv("FLYWHEEL_HDFS_KEYSTORE_PASSWORD", "keystore-secret-1")
     kerberos.prepare(cfg)
@@ -153,7 +150,7 @@ def test_spark_and_flink_log_in_from_the_client_keytab_and_find_the_realm(cfg):
     assert (login["keytab"], login["principal"]) == (str(kerberos.client_keytab(cfg)), "flywheel@FLYWHEEL.LOCAL")
     opts = conf["env"]["java"]["opts"]["all"]
     assert opts.endswith(kerberos.java_options(cfg)) and "--add-opens=java.base/java.lang=ALL-UNNAMED" in opts
-    assert "security" not in flink.flink_config(_off(cfg))
+    assert "kerberos" not in flink.flink_config(_off(cfg)).get("security", {})
 
 
 def test_a_client_without_the_keytab_is_told_to_start_the_stack(cfg):
