@@ -17,7 +17,7 @@ from pathlib import Path
 from flywheel.config import FlywheelConfig
 from flywheel.secrets import FLINK_INTERNAL_PASSWORD, value, where
 from flywheel.stack.base import StackError
-from flywheel.stack.keytool import check_password, keytool, store
+from flywheel.stack.keytool import check_password, keytool, store, wrong_password
 
 
 def keystore(cfg: FlywheelConfig) -> Path:
@@ -52,6 +52,8 @@ def ensure(cfg: FlywheelConfig, make: bool = True) -> None:
         return
     try:
         keytool(password, "-list", *store(path), what="opening Flink's internal TLS key", source=source)
-    except StackError:
+    except StackError as exc:
+        if not wrong_password(exc):
+            raise
         raise StackError(f"{path} does not open with Flink's internal password ({source}): "
                          f"set that password back, or delete {path} (and restart the whole cluster)") from None

@@ -23,7 +23,8 @@ from pathlib import Path
 from flywheel.config import FlywheelConfig
 from flywheel.secrets import HDFS_KEYSTORE_PASSWORD, value, where
 from flywheel.stack.base import StackError, write
-from flywheel.stack.keytool import check_password, keytool, store
+from flywheel.stack.keytool import check_password, keytool, store, wrong_password
+
 
 def home(cfg: FlywheelConfig) -> Path:
     return cfg.stack.root / "hdfs" / "tls"
@@ -66,7 +67,9 @@ def ensure(cfg: FlywheelConfig) -> None:
             and marker.read_text() == "\n".join(names):
         try:  # all there (in compose, the HDFS containers hold no CA key): does it open?
             _keytool(cfg, "-list", *store(server), what="opening HDFS's keystore")
-        except StackError:
+        except StackError as exc:
+            if not wrong_password(exc):
+                raise
             raise StackError(f"{server} does not open with the keystore password ({where(cfg, HDFS_KEYSTORE_PASSWORD)}): "
                              f"set that password back, or delete {home(cfg)} to make new keys (clients then verify "
                              "against the new ca.pem)") from None

@@ -25,6 +25,11 @@ def check_password(password: str, source: str) -> None:
                          f"{len(password)}: set a longer one")
 
 
+def wrong_password(error: StackError) -> bool:
+    """Whether keytool failed because the keystore's password is not the one given."""
+    return "password was incorrect" in str(error)
+
+
 def keytool(password: str, *args: str, what: str, source: str = "its secret") -> str:
     """Run keytool with ``args`` (``store(path)`` for each keystore) and the keystores' password
     (from ``source``, named in errors); its output, or a StackError."""

@@ -132,7 +132,9 @@ def test_the_clusters_own_ports_refuse_a_peer_without_its_key(stack, tmp_path):
         pytest.skip("flink.internal_tls is off in this config")
     host = stack.stack.host
     ports = {"jobmanager rpc": f.jobmanager_rpc_port, "taskmanager rpc": f.taskmanager_rpc_port,
-             "blob server": f.blob_port, "taskmanager data": f.taskmanager_data_port}
+             "blob server": f.blob_port, "taskmanager data": f.taskmanager_data_port,
+             # the JobManager's and the TaskManager's metrics query services (Pekko too)
+             "metrics query": f.metrics_query_port, "metrics query +1": f.metrics_query_port + 1}
     assert {name: _peer(host, port) for name, port in ports.items()} == {name: "refused" for name in ports}
     # the same ports let a peer holding the cluster's key through the handshake (so the refusal
     # above is TLS asking for the key, not a plain port hanging up on a TLS hello)

@@ -8,7 +8,7 @@ import pytest
 
 from flywheel.config import load_config
 from flywheel.spark import spark_env
-from flywheel.stack import flink, hdfs, hdfs_tls, kerberos, keytool
+from flywheel.stack import flink, flink_tls, hdfs, hdfs_tls, kerberos, keytool
 from flywheel.stack.base import StackError, services
 
 
@@ -71,12 +71,16 @@ def test_no_secret_reaches_a_command_line(cfg, monkeypatch):
     for module in (kerberos, keytool):
         monkeypatch.setattr(module, "run_once", recording)
     monkeypatch.setenv("FLYWHEEL_HDFS_KEYSTORE_PASSWORD", "keystore-secret-1")
+    monkeypatch.setenv("FLYWHEEL_FLINK_INTERNAL_PASSWORD", "flink-secret-2")
     kerberos.prepare(cfg)
     hdfs_tls.ensure(cfg)
+    hdfs_tls.ensure(cfg)  # the second time it opens the keystore
+    flink_tls.ensure(cfg)
+    flink_tls.ensure(cfg)
     assert any(cmd[0].endswith("kdb5_util") for cmd in seen) and any(cmd[0].endswith("keytool") for cmd in seen)
     for cmd in seen:
         assert "-P" not in cmd and "-pw" not in cmd, cmd  # kdb5_util's and ktutil's password flags
-        assert not any("keystore-secret-1" in arg for arg in cmd), cmd
+        assert not any("keystore-secret-1" in arg or "flink-secret-2" in arg for arg in cmd), cmd
 
 
 def test_a_keystore_that_does_not_open_with_the_password_says_what_to_do(cfg, monkeypatch):
