@@ -39,20 +39,10 @@ ONE_SHOTS = ("airflow-db-migrate", "stack-init")
 
 def hadoop_conf(cfg: FlywheelConfig, daemon: bool = False) -> None:
     """Write HADOOP_CONF_DIR (and SPARK_CONF_DIR) as the HDFS service's prepare does, without
-    formatting a NameNode or making TLS keys. A ``daemon`` (the DataNode) also gets the web
-    servers' files: its keystore's settings (made by the kdc container, in the hdfs-tls volume)
-    and the signing key of its SPNEGO cookies."""
-    from flywheel.secrets import HDFS_HTTP_SECRET, value
-    from flywheel.stack import hdfs, hdfs_tls
+    formatting a NameNode or making TLS keys (the kdc container made them, in the hdfs-tls volume)."""
+    from flywheel.stack import hdfs
 
-    for name, text in hdfs.site_files(cfg).items():
-        write(hdfs.conf_dir(cfg) / name, text)
-    write(hdfs.conf_dir(cfg) / "log4j.properties", hdfs.LOG4J)
-    write(hdfs.spark_conf_dir(cfg) / "spark-defaults.conf", hdfs.spark_defaults(cfg))
-    if daemon and cfg.kerberos.enabled:
-        for name, text in hdfs_tls.ssl_files(cfg).items():
-            write(hdfs.conf_dir(cfg) / name, text, mode=0o600)
-        write(hdfs.conf_dir(cfg) / "http-signature-secret", value(cfg, HDFS_HTTP_SECRET), mode=0o600)
+    hdfs.write_conf(cfg, daemon)
 
 
 def prepare(cfg: FlywheelConfig, name: str) -> Program:

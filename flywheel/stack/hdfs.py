@@ -110,6 +110,24 @@ def conf_dir(cfg: FlywheelConfig):
     return cfg.stack.root / "hdfs" / "conf"
 
 
+def write_conf(cfg: FlywheelConfig, daemon: bool = False) -> None:
+    """HADOOP_CONF_DIR and SPARK_CONF_DIR. A ``daemon`` (NameNode, DataNode) of a secure HDFS also
+    gets its web servers' files: the keystore's settings and the signing key of its SPNEGO
+    cookies (both 0600); without kerberos they are removed."""
+    conf = conf_dir(cfg)
+    for name, text in site_files(cfg).items():
+        write(conf / name, text)
+    write(conf / "log4j.properties", LOG4J)
+    write(spark_conf_dir(cfg) / "spark-defaults.conf", spark_defaults(cfg))
+    if daemon and cfg.kerberos.enabled:
+        for name, text in hdfs_tls.ssl_files(cfg).items():
+            write(conf / name, text, mode=0o600)
+        write(conf / "http-signature-secret", value(cfg, HDFS_HTTP_SECRET), mode=0o600)
+    elif daemon:
+        for name in ("ssl-server.xml", "ssl-client.xml", "http-signature-secret"):
+            (conf / name).unlink(missing_ok=True)
+
+
 def spark_conf_dir(cfg: FlywheelConfig):
     """SPARK_CONF_DIR of the stack's Spark drivers (flywheel/spark.py spark_env)."""
     return cfg.stack.root / "spark" / "conf"
@@ -152,18 +170,9 @@ def service(cfg: FlywheelConfig) -> Service:
 
     def prepare() -> None:
         require(JVM_DIR / "hdfs-webapps" / "webapps", "HDFS web UI files")
-        for name, text in site_files(cfg).items():
-            write(conf / name, text)
         if cfg.kerberos.enabled:
             hdfs_tls.ensure(cfg)
-            for name, text in hdfs_tls.ssl_files(cfg).items():
-                write(conf / name, text, mode=0o600)
-            write(conf / "http-signature-secret", value(cfg, HDFS_HTTP_SECRET), mode=0o600)
-        else:
-            for name in ("ssl-server.xml", "ssl-client.xml", "http-signature-secret"):
-                (conf / name).unlink(missing_ok=True)
-        write(conf / "log4j.properties", LOG4J)
-        write(spark_conf_dir(cfg) / "spark-defaults.conf", spark_defaults(cfg))
+        write_conf(cfg, daemon=True)
         if not (home / "name" / "current" / "VERSION").exists():
             plain = cfg.model_copy(update={"kerberos": cfg.kerberos.model_copy(update={"enabled": False})})
             for name, text in site_files(plain).items():
