@@ -88,6 +88,11 @@ def _print_status(cfg) -> bool:
 
         typer.echo(f"  {'kerberos keytabs':<26}files in {kerberos.home(cfg) / 'keytabs'} "
                    f"(HDFS logins of {kerberos.client_principal(cfg)} and the HDFS daemons)")
+    if cfg.kafka.tls:
+        from flywheel.stack import kafka_tls
+
+        typer.echo(f"  {'kafka tls':<26}files in {kafka_tls.home(cfg)} (its CA's key in ca/; clients verify "
+                   f"the broker against {kafka_tls.ca_pem(cfg)})")
     return all(r.healthy or r.off for r in rows)
 
 

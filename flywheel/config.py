@@ -123,8 +123,14 @@ class KafkaConfig(_Section):
     topics: dict[str, TopicConfig] = Field(default_factory=dict)
     sasl: bool = True  # clients (and the controller) log in with SASL/PLAIN as `user`
     user: str = Field("flywheel", pattern=r"^[A-Za-z0-9_.-]+$")  # password: flywheel/secrets.py KAFKA_PASSWORD
+    tls: bool = True  # both listeners speak TLS (flywheel/stack/kafka_tls.py); clients verify the broker
 
     _ports = field_validator("port", "controller_port")(_check_port)
+
+    @property
+    def security_protocol(self) -> str:
+        """Kafka's name for what the listeners speak: (SASL_)PLAINTEXT or (SASL_)SSL."""
+        return f"{'SASL_' if self.sasl else ''}{'SSL' if self.tls else 'PLAINTEXT'}"
 
 
 class KerberosConfig(_Section):

@@ -27,9 +27,13 @@ def rest_session(cfg: FlywheelConfig) -> requests.Session:
 
 
 def kafka_argv(cfg: FlywheelConfig) -> list[str]:
-    """The Kafka arguments of a job (streaming/jobs/kafka_login.py): the bootstrap address and,
-    with ``kafka.sasl``, the user; :func:`submit` hands the job its password."""
-    return ["--bootstrap", cfg.kafka_bootstrap, "--kafka-user", cfg.kafka.user if cfg.kafka.sasl else ""]
+    """The Kafka arguments of a job (streaming/jobs/kafka_login.py): the bootstrap address, with
+    ``kafka.sasl`` the user (:func:`submit` hands the job its password), with ``kafka.tls`` the
+    broker's CA certificate (the same path on the cluster's hosts: compose mounts it there)."""
+    from flywheel.stack.kafka_tls import ca_pem
+
+    return ["--bootstrap", cfg.kafka_bootstrap, "--kafka-user", cfg.kafka.user if cfg.kafka.sasl else "",
+            "--kafka-ca", str(ca_pem(cfg)) if cfg.kafka.tls else ""]
 
 
 def submit(cfg: FlywheelConfig, script: Path, args: list[str], timeout_s: float = 180,

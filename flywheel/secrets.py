@@ -42,10 +42,12 @@ HDFS_KEYSTORE_PASSWORD = Secret("hdfs_keystore_password", "FLYWHEEL_HDFS_KEYSTOR
                                 "HDFS's TLS keystore and truststore (kerberos.enabled; fixed when they are made)")
 HDFS_HTTP_SECRET = Secret("hdfs_http_secret", "FLYWHEEL_HDFS_HTTP_SECRET",
                           "HDFS web servers' signing key of their SPNEGO cookies (kerberos.enabled)")
+KAFKA_KEYSTORE_PASSWORD = Secret("kafka_keystore_password", "FLYWHEEL_KAFKA_KEYSTORE_PASSWORD",
+                                 "Kafka's TLS keystore and truststore (kafka.tls; fixed when they are made)")
 FLINK_INTERNAL_PASSWORD = Secret("flink_internal_password", "FLYWHEEL_FLINK_INTERNAL_PASSWORD",
                                  "Flink's internal TLS keystore: the key of the JobManager and TaskManagers (flink.internal_tls)")
 ALL = (MLFLOW_PASSWORD, MLFLOW_SECRET_KEY, API_KEY, PS_TOKEN, KAFKA_PASSWORD, FLINK_PASSWORD,
-       HDFS_KEYSTORE_PASSWORD, HDFS_HTTP_SECRET, FLINK_INTERNAL_PASSWORD)
+       HDFS_KEYSTORE_PASSWORD, HDFS_HTTP_SECRET, FLINK_INTERNAL_PASSWORD, KAFKA_KEYSTORE_PASSWORD)
 
 
 def folder(cfg: FlywheelConfig) -> Path:
@@ -118,25 +120,32 @@ def ps_token(cfg: FlywheelConfig) -> str | None:
     return value(cfg, PS_TOKEN) if cfg.paramserver.require_token else None
 
 
+def properties_value(cfg: FlywheelConfig, secret: Secret) -> str:
+    """The secret, checked to be safe in JAAS lines and Java properties files (which Java reads as
+    ISO-8859-1, with backslash escapes)."""
+    text = value(cfg, secret)
+    if not text.isascii() or not text.isprintable() or any(c in text for c in '"\\'):
+        raise ValueError(f"the {secret.name} ({where(cfg, secret)}) holds a quote, backslash, non-ASCII or "
+                         "unprintable character: choose printable ASCII without quotes and backslashes")
+    return text
+
+
 def kafka_password(cfg: FlywheelConfig) -> str | None:
     """The Kafka login's password when ``kafka.sasl`` is on, else None."""
-    if not cfg.kafka.sasl:
-        return None
-    password = value(cfg, KAFKA_PASSWORD)
-    # written into JAAS lines and Java properties (which the broker reads as ISO-8859-1)
-    if not password.isascii() or not password.isprintable() or any(c in password for c in '"\\'):
-        raise ValueError(f"the Kafka password ({where(cfg, KAFKA_PASSWORD)}) holds a quote, backslash, non-ASCII or "
-                         "unprintable character: choose printable ASCII without quotes and backslashes")
-    return password
+    return properties_value(cfg, KAFKA_PASSWORD) if cfg.kafka.sasl else None
 
 
 def kafka_args(cfg: FlywheelConfig) -> dict:
-    """What every kafka-python client of ``cfg``'s broker is given: the bootstrap address and,
-    when ``kafka.sasl`` is on, the SASL/PLAIN login (``KafkaProducer(**kafka_args(cfg), ...)``)."""
-    args: dict = {"bootstrap_servers": cfg.kafka_bootstrap}
+    """What every kafka-python client of ``cfg``'s broker is given: the bootstrap address, the
+    protocol, and, when ``kafka.sasl`` is on, the SASL/PLAIN login; when ``kafka.tls`` is on, the
+    CA to verify the broker against (``KafkaProducer(**kafka_args(cfg), ...)``)."""
+    from flywheel.stack.kafka_tls import ca_pem
+
+    args: dict = {"bootstrap_servers": cfg.kafka_bootstrap, "security_protocol": cfg.kafka.security_protocol}
     if cfg.kafka.sasl:
-        args.update(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
-                    sasl_plain_username=cfg.kafka.user, sasl_plain_password=kafka_password(cfg))
+        args.update(sasl_mechanism="PLAIN", sasl_plain_username=cfg.kafka.user, sasl_plain_password=kafka_password(cfg))
+    if cfg.kafka.tls:
+        args.update(ssl_cafile=str(ca_pem(cfg)), ssl_check_hostname=True)
     return args
 
 

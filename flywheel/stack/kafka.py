@@ -7,6 +7,7 @@ import uuid
 
 from flywheel.config import FlywheelConfig
 from flywheel.secrets import jaas_plain, kafka_args, kafka_password
+from flywheel.stack import kafka_tls
 from flywheel.stack.base import Program, Service, jars, java, port_open, run_once, write
 
 LOG4J2 = """\
@@ -28,15 +29,16 @@ logger.coordinator.level = WARN
 
 def server_properties(cfg: FlywheelConfig) -> str:
     """The broker+controller's properties. With ``kafka.sasl`` both listeners take SASL/PLAIN
-    logins only (kafka.user and its password, which this node logs in with too), so the file
-    holds the password: it is written mode 0600 in the state dir."""
+    logins only (kafka.user and its password, which this node logs in with too); with
+    ``kafka.tls`` they speak TLS (flywheel/stack/kafka_tls.py). The file holds the passwords: it
+    is written mode 0600 in the state dir."""
     bind, host, k = cfg.stack.bind, cfg.stack.host_of("kafka"), cfg.kafka
     data = cfg.stack.root / "kafka" / "data"
-    protocol = "SASL_PLAINTEXT" if k.sasl else "PLAINTEXT"
-    login = ""
+    protocol = k.security_protocol
+    login = kafka_tls.server_properties(cfg) if k.tls else ""
     if k.sasl:
         jaas = jaas_plain(k.user, kafka_password(cfg), accept=True)
-        login = f"""\
+        login += f"""\
 sasl.enabled.mechanisms=PLAIN
 sasl.mechanism.inter.broker.protocol=PLAIN
 sasl.mechanism.controller.protocol=PLAIN
@@ -83,6 +85,8 @@ def service(cfg: FlywheelConfig) -> Service:
            f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={cfg.stack.logs}", "-cp", classpath]
 
     def prepare() -> None:
+        if cfg.kafka.tls:
+            kafka_tls.ensure(cfg)
         write(conf, server_properties(cfg), mode=0o600)
         write(log4j, LOG4J2)
         if not (home / "data" / "meta.properties").exists():

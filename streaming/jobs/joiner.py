@@ -27,7 +27,8 @@ into training ``examples``, keyed by (request_id, item_id), in event time.
 Run (``flywheel.flinkjobs.submit`` does this with the stack's environment)::
 
     FLYWHEEL_KAFKA_PASSWORD=... flink run -py streaming/jobs/joiner.py \
-        --bootstrap 127.0.0.1:9092 --kafka-user flywheel --features-topic features --actions-topic actions --examples-topic examples \
+        --bootstrap 127.0.0.1:9092 --kafka-user flywheel --kafka-ca .flywheel/kafka/tls/public/ca.pem \
+        --features-topic features --actions-topic actions --examples-topic examples \
         --dead-letter-topic dead-letter
 """
 
@@ -227,7 +228,7 @@ def kafka_source(args, topic: str) -> KafkaSource:
         .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST))
         .set_value_only_deserializer(ByteArraySchema())
     )
-    for key, value in kafka_login.properties(args.kafka_user).items():
+    for key, value in kafka_login.properties(args.kafka_user, args.kafka_ca).items():
         builder = builder.set_property(key, value)
     return builder.build()
 
@@ -244,7 +245,7 @@ def keyed_kafka_sink(t_env: StreamTableEnvironment, statements, records, name: s
     options = {
         "connector": "kafka", "topic": topic, "properties.bootstrap.servers": args.bootstrap,
         "key.format": "raw", "key.fields": "k", "value.format": "raw", "value.fields-include": "EXCEPT_KEY",
-        "sink.delivery-guarantee": args.delivery, **kafka_login.table_options(args.kafka_user),
+        "sink.delivery-guarantee": args.delivery, **kafka_login.table_options(args.kafka_user, args.kafka_ca),
         **({"sink.transactional-id-prefix": f"{args.group}-{name}",
             # the broker refuses transactions longer than its transaction.max.timeout.ms (15 min)
             "properties.transaction.timeout.ms": "900000"} if exactly_once else {}),
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     keyed_kafka_sink(t_env, statements, examples, "examples", args.examples_topic, args)
     keyed_kafka_sink(t_env, statements, dead[0].union(dead[1]), "dead_letters", args.dead_letter_topic, args)
     if args.land_path:
-        land_examples(t_env, statements, bootstrap=args.bootstrap, login=kafka_login.table_options(args.kafka_user), topic=args.examples_topic,
+        land_examples(t_env, statements, bootstrap=args.bootstrap, login=kafka_login.table_options(args.kafka_user, args.kafka_ca), topic=args.examples_topic,
                       group=f"{args.group}-landing", path=args.land_path, lateness_s=args.land_lateness_s,
                       idle_timeout_s=args.idle_timeout_s)
     statements.attach_as_datastream()

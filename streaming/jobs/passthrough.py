@@ -8,7 +8,7 @@ checkpointing) until cancelled.
 Run (the `flywheel.flinkjobs.submit` helper does this with the stack's environment)::
 
     FLYWHEEL_KAFKA_PASSWORD=... flink run -py streaming/jobs/passthrough.py \
-        --bootstrap 127.0.0.1:9092 --kafka-user flywheel --source smoke-in --sink smoke-out --start-offsets '{"0": 0, "1": 0}'
+        --bootstrap 127.0.0.1:9092 --kafka-user flywheel --kafka-ca .flywheel/kafka/tls/public/ca.pem --source smoke-in --sink smoke-out --start-offsets '{"0": 0, "1": 0}'
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
     )
-    for key, value in kafka_login.properties(args.kafka_user).items():
+    for key, value in kafka_login.properties(args.kafka_user, args.kafka_ca).items():
         builder, sink = builder.set_property(key, value), sink.set_property(key, value)
     source, sink = builder.build(), sink.build()
     (

@@ -1,5 +1,6 @@
 """The real Kafka broker (KRaft): topics from config, produce/consume with a group, commits, and
-its door: no client gets in without the SASL login (kafka.sasl)."""
+its door: no client gets in without the SASL login (kafka.sasl) over TLS (kafka.tls), and no
+client talks to a broker it cannot verify."""
 
 import json
 import uuid
@@ -26,25 +27,44 @@ def test_configured_topics_exist(stack):
         assert len(described[name]["partitions"]) == topic.partitions
 
 
-def test_the_door_refuses_a_client_without_the_login_or_with_a_wrong_password(stack):
-    assert stack.kafka.sasl, "the test stack runs Kafka with its door on (the default)"
+def _refused(stack, args: dict, why: str, what: str) -> None:
+    """A client with ``args`` never gets in, and the broker's log says ``why`` (the broker
+    refused it: not a client that merely failed to connect)."""
     log = stack.stack.logs / "kafka.log"
-    refused = {"no login": ({"bootstrap_servers": stack.kafka_bootstrap}, "during SASL handshake"),
+    before = log.read_text(errors="replace").count(why)
+    with pytest.raises(KafkaTimeoutError, match="Unable to bootstrap"):
+        consumer = KafkaConsumer(**args, request_timeout_ms=3000, bootstrap_timeout_ms=5000)
+        consumer.topics()  # reached only if the broker let it in
+    assert wait_until(lambda: log.read_text(errors="replace").count(why) > before, 15, 0.2), \
+        f"{what}: the broker's log has no new {why!r}"
+
+
+def test_the_door_refuses_a_client_without_tls_without_the_login_or_with_a_wrong_password(stack):
+    assert stack.kafka.sasl and stack.kafka.tls, "the test stack runs Kafka with its door on (the default)"
+    tls = {k: v for k, v in kafka_args(stack).items() if not k.startswith("sasl")}
+    plain = {k: v for k, v in kafka_args(stack).items() if not k.startswith("ssl")}
+    refused = {"no tls, no login": ({"bootstrap_servers": stack.kafka_bootstrap}, "SSL handshake failed"),
+               "the login without tls": ({**plain, "security_protocol": "SASL_PLAINTEXT"}, "SSL handshake failed"),
+               "tls without the login": ({**tls, "security_protocol": "SSL"}, "during SASL handshake"),
                "wrong password": ({**kafka_args(stack), "sasl_plain_password": "not-the-password"},
                                   "Authentication failed: Invalid username or password")}
     for what, (args, why) in refused.items():
-        before = log.read_text(errors="replace").count(why)
-        with pytest.raises(KafkaTimeoutError, match="Unable to bootstrap"):
-            consumer = KafkaConsumer(**args, request_timeout_ms=3000, bootstrap_timeout_ms=5000)
-            consumer.topics()  # reached only if the broker let it in
-        # the broker refused it, and says why (not a client that merely failed to connect)
-        assert wait_until(lambda: log.read_text(errors="replace").count(why) > before, 15, 0.2), \
-            f"{what}: the broker's log has no new {why!r}"
+        _refused(stack, args, why, what)
     consumer = KafkaConsumer(**kafka_args(stack))
     try:
         assert set(stack.kafka.topics) <= consumer.topics()
     finally:
         consumer.close()
+
+
+def test_a_client_does_not_talk_to_a_broker_its_ca_did_not_sign(stack):
+    """A stranger on the broker's address (here: the real broker, checked against another CA, HDFS's)
+    gets neither the password nor a record: the client gives up in the TLS handshake."""
+    from flywheel.stack import hdfs_tls
+
+    assert hdfs_tls.ca_pem(stack).exists()
+    _refused(stack, {**kafka_args(stack), "ssl_cafile": str(hdfs_tls.ca_pem(stack))}, "SSL handshake failed",
+             "a client trusting another CA")
 
 
 def test_produce_consume_with_group_commits_offsets(stack):

@@ -29,7 +29,8 @@ SECRETS = {"FLYWHEEL_MLFLOW_PASSWORD": "test-mlflow", "FLYWHEEL_MLFLOW_SECRET_KE
            "AIRFLOW_API_SECRET_KEY": "test-key", "FLYWHEEL_PS_TOKEN": "test-ps-token",
            "FLYWHEEL_KAFKA_PASSWORD": "test-kafka-password", "FLYWHEEL_FLINK_PASSWORD": "test-flink-password",
            "FLYWHEEL_HDFS_KEYSTORE_PASSWORD": "test-keystore-password",
-           "FLYWHEEL_FLINK_INTERNAL_PASSWORD": "test-flink-internal-password"}
+           "FLYWHEEL_FLINK_INTERNAL_PASSWORD": "test-flink-internal-password",
+           "FLYWHEEL_KAFKA_KEYSTORE_PASSWORD": "test-kafka-keystore-password"}
 # service -> the config section (or port key, with its +shard ports) whose ports it listens on
 # (None: publishes nothing)
 SERVICES = {
@@ -184,7 +185,8 @@ def test_rendered_files_use_service_names_and_bind_the_container(docker_cfg):
                  if line and not line.startswith("#"))
     assert props["listeners"] == "CLIENT://0.0.0.0:9092,CONTROLLER://0.0.0.0:9093"
     assert props["advertised.listeners"] == "CLIENT://kafka:9092"
-    assert props["listener.security.protocol.map"] == "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    assert props["listener.security.protocol.map"] == "CLIENT:SASL_SSL,CONTROLLER:SASL_SSL"
+    assert props["ssl.keystore.location"] == str(docker_cfg.stack.root / "kafka" / "tls" / "server" / "kafka.p12")
     assert props["controller.quorum.voters"] == "1@kafka:9093"
     files = hdfs.site_files(docker_cfg)
     assert "<value>hdfs://hdfs-namenode:8020</value>" in files["core-site.xml"]
@@ -370,3 +372,32 @@ def test_only_the_flink_cluster_holds_its_internal_key(resolved):
     with_password = {n for n, svc in resolved["services"].items()
                      if "FLYWHEEL_FLINK_INTERNAL_PASSWORD" in (svc.get("environment") or {})}
     assert with_password == {"flink-jobmanager", "flink-taskmanager"}
+
+
+def test_kafka_keeps_its_key_and_its_clients_get_only_its_ca(resolved):
+    from flywheel.stack import kafka_tls
+
+    docker_cfg = load_config(files=[REPO_ROOT / "config" / "docker.yaml"], environ={})
+    assert docker_cfg.kafka.tls
+    mounts = {name: _mounts(svc) for name, svc in resolved["services"].items()}
+    assert mounts["kafka"]["kafka"] == (str(docker_cfg.stack.root / "kafka"), False)  # ca/ and server/ inside
+    holders = {name: m["kafka-ca"] for name, m in mounts.items() if "kafka-ca" in m}
+    public = str(kafka_tls.ca_pem(docker_cfg).parent)
+    clients = {"stack-init", "flink-jobmanager", "flink-taskmanager", "paramserver-training", "paramserver-serving",
+               "airflow-scheduler"}  # every container with a Kafka client (the Flink jobs run in the cluster)
+    assert holders == {"kafka": (public, False), **{c: (public, True) for c in clients}}
+    with_password = {n for n, svc in resolved["services"].items()
+                     if "FLYWHEEL_KAFKA_KEYSTORE_PASSWORD" in (svc.get("environment") or {})}
+    assert with_password == {"kafka"}
+
+
+def test_the_kafka_container_makes_its_key_for_its_compose_name(docker_cfg, monkeypatch):
+    from flywheel.stack import kafka_tls
+
+    monkeypatch.setenv("FLYWHEEL_KAFKA_KEYSTORE_PASSWORD", "test-kafka-keystore-password")
+    monkeypatch.setenv("FLYWHEEL_KAFKA_PASSWORD", "test-kafka-password")
+    docker_module("entrypoint").prepare(docker_cfg, "kafka")
+    cert = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+                           str(kafka_tls.home(docker_cfg) / "server" / "kafka.pem")],
+                          capture_output=True, text=True, check=True).stdout
+    assert "DNS:kafka" in cert and kafka_tls.ca_pem(docker_cfg).exists()

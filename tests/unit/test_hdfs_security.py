@@ -8,7 +8,7 @@ import pytest
 
 from flywheel.config import load_config
 from flywheel.spark import spark_env
-from flywheel.stack import flink, flink_tls, hdfs, hdfs_tls, kerberos, keytool
+from flywheel.stack import flink, flink_tls, hdfs, hdfs_tls, kerberos, keytool, server_tls
 from flywheel.stack.base import StackError, services
 
 
@@ -119,7 +119,7 @@ def test_the_ca_signs_the_hdfs_key_for_the_hosts_clients_dial(cfg, tmp_path):
     made = (folder / "hdfs.p12").read_bytes()
     hdfs_tls.ensure(cfg)  # nothing changed: the same key
     assert (folder / "hdfs.p12").read_bytes() == made
-    assert hdfs_tls.san(["127.0.0.1", "hdfs-namenode"]) == "SAN=IP:127.0.0.1,DNS:hdfs-namenode"
+    assert server_tls.san(["127.0.0.1", "hdfs-namenode"]) == "SAN=IP:127.0.0.1,DNS:hdfs-namenode"
 
 
 def test_secure_hdfs_asks_for_kerberos_everywhere_and_serves_https_only(cfg):

@@ -18,7 +18,17 @@ def test_the_login_properties_name_the_shaded_module_and_take_the_password_from_
     assert props["sasl.jaas.config"] == ("org.apache.flink.kafka.shaded.org.apache.kafka.common.security.plain."
                                          'PlainLoginModule required username="flywheel" password="pw";')
     assert kafka_login.table_options("flywheel")["properties.sasl.mechanism"] == "PLAIN"
-    assert kafka_login.properties("") == {} and kafka_login.table_options("") == {}
+    assert kafka_login.properties("") == {"security.protocol": "PLAINTEXT"}
+    assert kafka_login.table_options("") == {"properties.security.protocol": "PLAINTEXT"}
+
+
+def test_with_a_ca_the_jobs_speak_tls_and_verify_the_broker_against_it(monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_KAFKA_PASSWORD", "pw")
+    props = kafka_login.properties("flywheel", "/state/kafka/tls/public/ca.pem")
+    assert props["security.protocol"] == "SASL_SSL"
+    assert props["ssl.truststore.type"] == "PEM" and props["ssl.truststore.location"] == "/state/kafka/tls/public/ca.pem"
+    assert "ssl.endpoint.identification.algorithm" not in props  # Kafka's default: check the host name
+    assert kafka_login.properties("", "/ca.pem")["security.protocol"] == "SSL"
 
 
 def test_a_user_without_the_password_in_the_environment_is_a_clear_error(monkeypatch):

@@ -67,13 +67,24 @@ def test_airflow_logins_are_the_configured_users_each_with_its_own_password(cfg)
     assert set(airflow.passwords(fewer)) == {"admin"}  # a user taken out of the config loses the login
 
 
-def test_kafka_clients_log_in_when_kafka_sasl_is_on_and_not_otherwise(cfg, monkeypatch):
+def kafka_with(cfg, **fields):
+    return cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update=fields)})
+
+
+def test_kafka_clients_log_in_when_kafka_sasl_is_on_and_verify_the_broker_when_kafka_tls_is_on(cfg, monkeypatch):
+    from flywheel.stack import kafka_tls
+
     args = secrets.kafka_args(cfg)
-    assert args == {"bootstrap_servers": cfg.kafka_bootstrap, "security_protocol": "SASL_PLAINTEXT",
+    assert args == {"bootstrap_servers": cfg.kafka_bootstrap, "security_protocol": "SASL_SSL",
                     "sasl_mechanism": "PLAIN", "sasl_plain_username": "flywheel",
-                    "sasl_plain_password": secrets.value(cfg, secrets.KAFKA_PASSWORD)}
-    off = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"sasl": False})})
-    assert secrets.kafka_args(off) == {"bootstrap_servers": cfg.kafka_bootstrap}
+                    "sasl_plain_password": secrets.value(cfg, secrets.KAFKA_PASSWORD),
+                    "ssl_cafile": str(kafka_tls.ca_pem(cfg)), "ssl_check_hostname": True}
+    assert secrets.kafka_args(kafka_with(cfg, tls=False))["security_protocol"] == "SASL_PLAINTEXT"
+    assert secrets.kafka_args(kafka_with(cfg, sasl=False)) == {
+        "bootstrap_servers": cfg.kafka_bootstrap, "security_protocol": "SSL",
+        "ssl_cafile": str(kafka_tls.ca_pem(cfg)), "ssl_check_hostname": True}
+    off = kafka_with(cfg, sasl=False, tls=False)
+    assert secrets.kafka_args(off) == {"bootstrap_servers": cfg.kafka_bootstrap, "security_protocol": "PLAINTEXT"}
     assert secrets.kafka_password(off) is None
     monkeypatch.setenv("FLYWHEEL_KAFKA_PASSWORD", 'a"b')  # would end the JAAS value early
     with pytest.raises(ValueError, match="environment FLYWHEEL_KAFKA_PASSWORD.*quote"):
@@ -89,13 +100,14 @@ def test_the_broker_accepts_exactly_the_configured_login_on_both_listeners(cfg, 
     monkeypatch.setenv("FLYWHEEL_KAFKA_PASSWORD", "s3cret")
     props = dict(line.split("=", 1) for line in kafka.server_properties(cfg).splitlines()
                  if line and not line.startswith("#"))
-    assert props["listener.security.protocol.map"] == "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    assert props["listener.security.protocol.map"] == "CLIENT:SASL_SSL,CONTROLLER:SASL_SSL"
     jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="flywheel" '
             'password="s3cret" user_flywheel="s3cret";')
     assert props["listener.name.client.plain.sasl.jaas.config"] == jaas
     assert props["listener.name.controller.plain.sasl.jaas.config"] == jaas
-    off = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"sasl": False})})
+    off = kafka_with(cfg, sasl=False, tls=False)
     assert "sasl" not in kafka.server_properties(off) and "CLIENT:PLAINTEXT" in kafka.server_properties(off)
+    assert "ssl." not in kafka.server_properties(off)
 
 
 def test_a_file_written_with_a_mode_never_keeps_another(tmp_path):
