@@ -86,3 +86,4 @@ bench: setup ## Benchmarks: tables of figures with same-run baselines; JSON in b
 	@.venv/ml/bin/python bench/loop.py
 	@.venv/ml/bin/python bench/demo_page.py
 	@.venv/ml/bin/python bench/hdfs_door.py
+	@.venv/ml/bin/python bench/kafka_door.py

@@ -108,13 +108,15 @@ def airflow_db_migrate(cfg: FlywheelConfig) -> None:
 
 
 def stack_init(cfg: FlywheelConfig) -> None:
-    """One-shot: the Kafka and HDFS services' post_start steps (topics, HDFS folders). Their
+    """One-shot: the Kafka and HDFS services' post_start steps (topics, ACLs, HDFS folders). Their
     service objects cannot be built in this image (no Kafka/HDFS jars), so the steps are called."""
     from flywheel.hdfs import namenode_ready, webhdfs
+    from flywheel.stack import kafka_acls
     from flywheel.stack.base import wait_until
     from flywheel.topics import ensure_topics
 
     print(f"kafka topics created: {ensure_topics(cfg) or 'none (all exist)'}")
+    print(f"kafka acls: {kafka_acls.ensure(cfg, prune=True)}")
     # the DataNode's health check is a TCP probe (HDFS's pages ask for a login): wait here until
     # the NameNode has left safe mode with a live DataNode, or MKDIRS fails on a restart
     if not wait_until(lambda: namenode_ready(cfg), cfg.stack.startup_timeout_s, interval_s=2):

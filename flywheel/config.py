@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = REPO_ROOT / "config" / "flywheel.yaml"
@@ -124,8 +124,28 @@ class KafkaConfig(_Section):
     sasl: bool = True  # clients (and the controller) log in with SASL/PLAIN as `user`
     user: str = Field("flywheel", pattern=r"^[A-Za-z0-9_.-]+$")  # password: flywheel/secrets.py KAFKA_PASSWORD
     tls: bool = True  # both listeners speak TLS (flywheel/stack/kafka_tls.py); clients verify the broker
+    # each component logs in as its own user, allowed only what it does (flywheel/stack/kafka_acls.py);
+    # `user` is the super user of the stack's own tools
+    acls: bool = True
 
     _ports = field_validator("port", "controller_port")(_check_port)
+
+    @field_validator("user")
+    @classmethod
+    def _user_is_no_role(cls, v: str) -> str:
+        from flywheel.secrets import KAFKA_ROLES
+
+        if v in KAFKA_ROLES:
+            raise ValueError(f"kafka.user {v!r} is the name of a component's own login ({', '.join(KAFKA_ROLES)}): "
+                             "choose another name for the stack's super user")
+        return v
+
+    @model_validator(mode="after")
+    def _acls_need_logins(self) -> KafkaConfig:
+        if self.acls and not self.sasl:
+            raise ValueError("kafka.acls needs kafka.sasl: without logins every client is the same anonymous user "
+                             "(set kafka.acls: false too)")
+        return self
 
     @property
     def security_protocol(self) -> str:

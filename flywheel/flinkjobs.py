@@ -11,7 +11,7 @@ from pathlib import Path
 import requests
 
 from flywheel.config import REPO_ROOT, FlywheelConfig
-from flywheel.secrets import KAFKA_PASSWORD, flink_auth, flink_client_headers, kafka_password
+from flywheel.secrets import KAFKA_PASSWORD, flink_auth, flink_client_headers, kafka_login, kafka_user_password
 from flywheel.stack import flink
 from flywheel.stack.base import StackError
 
@@ -26,13 +26,15 @@ def rest_session(cfg: FlywheelConfig) -> requests.Session:
     return http
 
 
-def kafka_argv(cfg: FlywheelConfig) -> list[str]:
+def kafka_argv(cfg: FlywheelConfig, role: str | None = None) -> list[str]:
     """The Kafka arguments of a job (streaming/jobs/kafka_login.py): the bootstrap address, with
-    ``kafka.sasl`` the user (:func:`submit` hands the job its password), with ``kafka.tls`` the
-    broker's CA certificate (the same path on the cluster's hosts: compose mounts it there)."""
+    ``kafka.sasl`` the user of ``role`` (flywheel.secrets.kafka_login; None: the super user;
+    :func:`submit` hands the job its password), with ``kafka.tls`` the broker's CA certificate
+    (the same path on the cluster's hosts: compose mounts it there)."""
     from flywheel.stack.kafka_tls import ca_pem
 
-    return ["--bootstrap", cfg.kafka_bootstrap, "--kafka-user", cfg.kafka.user if cfg.kafka.sasl else "",
+    login = kafka_login(cfg, role)
+    return ["--bootstrap", cfg.kafka_bootstrap, "--kafka-user", login[0] if login else "",
             "--kafka-ca", str(ca_pem(cfg)) if cfg.kafka.tls else ""]
 
 
@@ -48,10 +50,12 @@ def submit(cfg: FlywheelConfig, script: Path, args: list[str], timeout_s: float 
     """
     cli = flink.PYFLINK_HOME / "bin" / "flink"
     env = {**os.environ, **flink.environment(cfg)}
-    if cfg.kafka.sasl:
-        # read by streaming/jobs/kafka_login.py. Keep "PASSWORD" in the name: the flink client logs
-        # the Python process's environment, masking variables whose name holds "password"
-        env[KAFKA_PASSWORD.env] = kafka_password(cfg)
+    user = args[args.index("--kafka-user") + 1] if "--kafka-user" in args else ""
+    if user:
+        # the password of the job's --kafka-user (kafka_argv), read by streaming/jobs/kafka_login.py.
+        # Keep "PASSWORD" in the name: the flink client logs the Python process's environment,
+        # masking variables whose name holds "password"
+        env[KAFKA_PASSWORD.env] = kafka_user_password(cfg, user)
     env.update(flink_client_headers(cfg))  # the CLI's login at the REST door (flink.require_login)
     restore = ["--fromSavepoint", savepoint] if savepoint else []
     cmd = [str(cli), "run", "--detached", *restore, "--python", str(script), *args]

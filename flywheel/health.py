@@ -207,8 +207,9 @@ def _max_timestamp(consumer: KafkaConsumer, tp: TopicPartition, start: int, end:
 def _partitions(consumer: KafkaConsumer, topic: str, bootstrap: str) -> list[TopicPartition]:
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
-        raise HealthError(f"topic '{topic}' does not exist at Kafka {bootstrap}: 'make up' creates the configured "
-                          "topics (kafka.topics); check the joiner's *_topic settings")
+        raise HealthError(f"topic '{topic}' does not exist at Kafka {bootstrap}, or the monitor login may not describe "
+                          "it: 'make up' creates the configured topics (kafka.topics) and their grants "
+                          "(kafka.acls); check the joiner's *_topic settings")
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
@@ -218,9 +219,9 @@ def _kafka(cfg: FlywheelConfig):
     timeout_ms = int(cfg.health.timeout_s * 1000)
     admin = consumer = None
     try:
-        admin = KafkaAdminClient(**kafka_args(cfg), client_id="flywheel-health",
+        admin = KafkaAdminClient(**kafka_args(cfg, "monitor"), client_id="flywheel-health",
                                  request_timeout_ms=timeout_ms)
-        consumer = KafkaConsumer(**kafka_args(cfg), client_id="flywheel-health", group_id=None,
+        consumer = KafkaConsumer(**kafka_args(cfg, "monitor"), client_id="flywheel-health", group_id=None,
                                  isolation_level="read_committed", enable_auto_commit=False,
                                  request_timeout_ms=timeout_ms)
         yield admin, consumer

@@ -67,7 +67,7 @@ def arguments(cfg: FlywheelConfig) -> list[str]:
     j = cfg.joiner
     topics = {"features-topic": j.features_topic, "actions-topic": j.actions_topic,
               "examples-topic": j.examples_topic, "dead-letter-topic": j.dead_letter_topic}
-    admin = KafkaAdminClient(**kafka_args(cfg))
+    admin = KafkaAdminClient(**kafka_args(cfg, "joiner"))  # the job's own login: it sees its topics
     try:
         missing = sorted(set(topics.values()) - set(admin.list_topics()))
     finally:
@@ -85,7 +85,7 @@ def arguments(cfg: FlywheelConfig) -> list[str]:
         "group": j.group, "delivery": j.delivery, "land-lateness-s": j.land_lateness_s,
         "land-path": f"{cfg.hdfs_uri}{j.examples_dir}" if j.examples_dir else "",
     }
-    return flinkjobs.kafka_argv(cfg) + [part for name, value in args.items() for part in (f"--{name}", str(value))]
+    return flinkjobs.kafka_argv(cfg, "joiner") + [part for name, value in args.items() for part in (f"--{name}", str(value))]
 
 
 def start(cfg: FlywheelConfig, savepoint: str | None = None) -> str:

@@ -46,8 +46,13 @@ KAFKA_KEYSTORE_PASSWORD = Secret("kafka_keystore_password", "FLYWHEEL_KAFKA_KEYS
                                  "Kafka's TLS keystore and truststore (kafka.tls; fixed when they are made)")
 FLINK_INTERNAL_PASSWORD = Secret("flink_internal_password", "FLYWHEEL_FLINK_INTERNAL_PASSWORD",
                                  "Flink's internal TLS keystore: the key of the JobManager and TaskManagers (flink.internal_tls)")
+# the components' own Kafka logins (kafka.acls; what each may do: flywheel/stack/kafka_acls.py)
+KAFKA_ROLES = ("serving", "joiner", "trainer", "paramserver", "monitor")
+KAFKA_ROLE_PASSWORDS = {role: Secret(f"kafka_password_{role}", f"FLYWHEEL_KAFKA_PASSWORD_{role.upper()}",
+                                     f"SASL/PLAIN login of the Kafka user {role!r} (kafka.acls)") for role in KAFKA_ROLES}
 ALL = (MLFLOW_PASSWORD, MLFLOW_SECRET_KEY, API_KEY, PS_TOKEN, KAFKA_PASSWORD, FLINK_PASSWORD,
-       HDFS_KEYSTORE_PASSWORD, HDFS_HTTP_SECRET, FLINK_INTERNAL_PASSWORD, KAFKA_KEYSTORE_PASSWORD)
+       HDFS_KEYSTORE_PASSWORD, HDFS_HTTP_SECRET, FLINK_INTERNAL_PASSWORD, KAFKA_KEYSTORE_PASSWORD,
+       *KAFKA_ROLE_PASSWORDS.values())
 
 
 def folder(cfg: FlywheelConfig) -> Path:
@@ -131,29 +136,63 @@ def properties_value(cfg: FlywheelConfig, secret: Secret) -> str:
 
 
 def kafka_password(cfg: FlywheelConfig) -> str | None:
-    """The Kafka login's password when ``kafka.sasl`` is on, else None."""
+    """The Kafka super user's password (``kafka.user``) when ``kafka.sasl`` is on, else None."""
     return properties_value(cfg, KAFKA_PASSWORD) if cfg.kafka.sasl else None
 
 
-def kafka_args(cfg: FlywheelConfig) -> dict:
+def kafka_login(cfg: FlywheelConfig, role: str | None = None) -> tuple[str, str] | None:
+    """(user, password) of ``role`` (one of KAFKA_ROLES; None: the stack's super user,
+    ``kafka.user``) at Kafka; None without ``kafka.sasl``. Without ``kafka.acls`` every role logs
+    in as ``kafka.user``."""
+    if not cfg.kafka.sasl:
+        return None
+    if role is None or not cfg.kafka.acls:
+        return cfg.kafka.user, kafka_password(cfg)
+    if role not in KAFKA_ROLE_PASSWORDS:
+        raise ValueError(f"no Kafka role {role!r}: the roles are {', '.join(KAFKA_ROLES)}")
+    return role, properties_value(cfg, KAFKA_ROLE_PASSWORDS[role])
+
+
+def kafka_user_password(cfg: FlywheelConfig, user: str) -> str:
+    """The password of the Kafka login ``user`` (``kafka.user`` or, with ``kafka.acls``, a role);
+    only that secret is read."""
+    if user == cfg.kafka.user and cfg.kafka.sasl:
+        return kafka_password(cfg)
+    if cfg.kafka.sasl and cfg.kafka.acls and user in KAFKA_ROLE_PASSWORDS:
+        return kafka_login(cfg, user)[1]
+    raise ValueError(f"{user!r} is no Kafka login of this stack (kafka.user {cfg.kafka.user!r}"
+                     f"{', and with kafka.acls: ' + ', '.join(KAFKA_ROLES) if cfg.kafka.acls else ''})")
+
+
+def kafka_users(cfg: FlywheelConfig) -> dict[str, str]:
+    """Every login the broker accepts (user -> password): ``kafka.user`` and, with ``kafka.acls``, each role."""
+    roles = KAFKA_ROLES if cfg.kafka.acls else ()
+    return dict(kafka_login(cfg, role) for role in (None, *roles)) if cfg.kafka.sasl else {}
+
+
+def kafka_args(cfg: FlywheelConfig, role: str | None = None) -> dict:
     """What every kafka-python client of ``cfg``'s broker is given: the bootstrap address, the
-    protocol, and, when ``kafka.sasl`` is on, the SASL/PLAIN login; when ``kafka.tls`` is on, the
-    CA to verify the broker against (``KafkaProducer(**kafka_args(cfg), ...)``)."""
+    protocol, and, when ``kafka.sasl`` is on, the SASL/PLAIN login of ``role`` (a component:
+    serving, joiner, trainer, paramserver, monitor; None: the stack's super user); when
+    ``kafka.tls`` is on, the CA to verify the broker against
+    (``KafkaProducer(**kafka_args(cfg, "serving"), ...)``)."""
     from flywheel.stack.kafka_tls import ca_pem
 
     args: dict = {"bootstrap_servers": cfg.kafka_bootstrap, "security_protocol": cfg.kafka.security_protocol}
-    if cfg.kafka.sasl:
-        args.update(sasl_mechanism="PLAIN", sasl_plain_username=cfg.kafka.user, sasl_plain_password=kafka_password(cfg))
+    login = kafka_login(cfg, role)
+    if login:
+        args.update(sasl_mechanism="PLAIN", sasl_plain_username=login[0], sasl_plain_password=login[1])
     if cfg.kafka.tls:
         args.update(ssl_cafile=str(ca_pem(cfg)), ssl_check_hostname=True)
     return args
 
 
-def jaas_plain(user: str, password: str, accept: bool = False) -> str:
-    """A JAAS line for SASL/PLAIN: the login of ``user``; with ``accept`` also the table of the
-    users a broker accepts (this one). The Flink jobs' line is streaming/jobs/kafka_login.py's
-    (the connector's shaded module, built where flywheel's config is not importable)."""
-    users = f' user_{user}="{password}"' if accept else ""
+def jaas_plain(user: str, password: str, accept: dict[str, str] | None = None) -> str:
+    """A JAAS line for SASL/PLAIN: the login of ``user``; with ``accept`` (user -> password) also
+    the table of the users a broker accepts. The Flink jobs' line is
+    streaming/jobs/kafka_login.py's (the connector's shaded module, built where flywheel's config
+    is not importable)."""
+    users = "".join(f' user_{name}="{secret}"' for name, secret in (accept or {}).items())
     module = "org.apache.kafka.common.security.plain.PlainLoginModule"
     return f'{module} required username="{user}" password="{password}"{users};'
 

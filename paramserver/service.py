@@ -112,13 +112,13 @@ def run(cfg: FlywheelConfig, role: str, shard: int, restore: str = "latest",
     location = f"grpc+tcp://{cfg.stack.bind}:{ps.port(role, shard)}"
     status: dict = {}
     if role == "training":
-        sync = DeltaPublisher(tables, shard, secrets.kafka_args(cfg), ps.deltas_topic, ps.sync_interval_s, status)
+        sync = DeltaPublisher(tables, shard, secrets.kafka_args(cfg, "paramserver"), ps.deltas_topic, ps.sync_interval_s, status)
         # serving replicas drop whatever this shard shipped after the snapshot it started from;
         # before the Flight port opens, so no push can overtake the reset
         sync.restore_and_reset(lambda: manifest, ps.snapshot_dir)
     else:
         start = manifest["delta_offset"] if manifest else None
-        sync = DeltaSubscriber(tables, shard, secrets.kafka_args(cfg), ps.deltas_topic, status,
+        sync = DeltaSubscriber(tables, shard, secrets.kafka_args(cfg, "paramserver"), ps.deltas_topic, status,
                                start_offset=start, on_reset=_reloader(cfg, tables, shard))
     server = ParamServer(location, tables, role, shard, ps.shards, token=secrets.ps_token(cfg))  # listens from here on
     server.restored, server.sync_status = manifest, status

@@ -234,13 +234,13 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
         # not followed by the same records written late from the buffer (a double)
         wait_ms = int(s.events_ack_timeout_s * 1000)
         state["producer"] = ActionsProducer(producer or (lambda: KafkaProducer(
-            **secrets.kafka_args(cfg), acks="all", linger_ms=5, retries=5, enable_idempotence=True,
+            **secrets.kafka_args(cfg, "serving"), acks="all", linger_ms=5, retries=5, enable_idempotence=True,
             request_timeout_ms=wait_ms - 500, delivery_timeout_ms=wait_ms)))
         try:
             state["producer"].get()  # now, so that the first action does not wait for it
         except Exception as exc:  # noqa: BLE001 - Kafka down: /events answers 503 and tries again per post
             log.warning("no Kafka producer for actions yet (%s); POST /events answers 503 until Kafka is back", exc)
-        state["features"] = producer or KafkaProducer(**secrets.kafka_args(cfg), acks="all",
+        state["features"] = producer or KafkaProducer(**secrets.kafka_args(cfg, "serving"), acks="all",
                                                       linger_ms=s.features_linger_ms, retries=5,
                                                       enable_idempotence=True)
         state["workers"] = ThreadPoolExecutor(max_workers=s.feed_workers, thread_name_prefix="feed")

@@ -6,7 +6,7 @@ import base64
 import uuid
 
 from flywheel.config import FlywheelConfig
-from flywheel.secrets import jaas_plain, kafka_args, kafka_password
+from flywheel.secrets import jaas_plain, kafka_args, kafka_password, kafka_users
 from flywheel.stack import kafka_tls
 from flywheel.stack.base import Program, Service, jars, java, port_open, run_once, write
 
@@ -29,7 +29,8 @@ logger.coordinator.level = WARN
 
 def server_properties(cfg: FlywheelConfig) -> str:
     """The broker+controller's properties. With ``kafka.sasl`` both listeners take SASL/PLAIN
-    logins only (kafka.user and its password, which this node logs in with too); with
+    logins only (kafka.user, which this node logs in as too, and with ``kafka.acls`` each
+    component's own user, allowed only its grants); with
     ``kafka.tls`` they speak TLS (flywheel/stack/kafka_tls.py). The file holds the passwords: it
     is written mode 0600 in the state dir."""
     bind, host, k = cfg.stack.bind, cfg.stack.host_of("kafka"), cfg.kafka
@@ -37,13 +38,19 @@ def server_properties(cfg: FlywheelConfig) -> str:
     protocol = k.security_protocol
     login = kafka_tls.server_properties(cfg) if k.tls else ""
     if k.sasl:
-        jaas = jaas_plain(k.user, kafka_password(cfg), accept=True)
+        jaas = jaas_plain(k.user, kafka_password(cfg), accept=kafka_users(cfg))
         login += f"""\
 sasl.enabled.mechanisms=PLAIN
 sasl.mechanism.inter.broker.protocol=PLAIN
 sasl.mechanism.controller.protocol=PLAIN
 listener.name.client.plain.sasl.jaas.config={jaas}
 listener.name.controller.plain.sasl.jaas.config={jaas}
+"""
+    if k.acls:  # flywheel/stack/kafka_acls.py; the node itself logs in as the super user
+        login += f"""\
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:{k.user}
+allow.everyone.if.no.acl.found=false
 """
     return f"""\
 # Rendered by flywheel.stack.kafka from config/flywheel.yaml; edits here are overwritten.
@@ -94,9 +101,11 @@ def service(cfg: FlywheelConfig) -> Service:
                      "formatting Kafka storage")
 
     def post_start() -> None:
+        from flywheel.stack import kafka_acls
         from flywheel.topics import ensure_topics
 
         ensure_topics(cfg)
+        kafka_acls.ensure(cfg, prune=True)
 
     return Service(
         name="kafka",

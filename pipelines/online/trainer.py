@@ -55,7 +55,7 @@ class OnlineTrainer:
         # not be trained on
         # offsets are also committed to ``online.group`` after each acknowledged push, for lag
         # monitoring (stream_health, the Kafka tools); recovery reads them from snapshots only
-        self.consumer = KafkaConsumer(**kafka_args(cfg), enable_auto_commit=False,
+        self.consumer = KafkaConsumer(**kafka_args(cfg, "trainer"), enable_auto_commit=False,
                                       isolation_level="read_committed", group_id=cfg.online.group)
         parts = self.consumer.partitions_for_topic(topic)
         if not parts:

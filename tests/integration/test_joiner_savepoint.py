@@ -17,6 +17,7 @@ from flywheel.config import load_config
 from flywheel.hdfs import webhdfs
 from flywheel.secrets import kafka_args
 from flywheel.spark import spark_session
+from flywheel.stack import kafka_acls
 from streaming.schemas import Action, Features, encode, key_of
 
 pytestmark = pytest.mark.integration
@@ -39,6 +40,7 @@ def cfg(stack):
            "FLYWHEEL__JOINER__GROUP": f"it-sp-{tag}", "FLYWHEEL__JOINER__LAND_LATENESS_S": "10",
            "FLYWHEEL__JOINER__EXAMPLES_DIR": f"{stack.hdfs.root}/it/sp-examples-{tag}"}
     cfg = load_config(environ=env)
+    kafka_acls.ensure(cfg)  # the joiner's grants on these topics
     yield cfg
     for job in flinkjobs.running(cfg, joiner_job.job_name(cfg)):
         flinkjobs.cancel(cfg, job)

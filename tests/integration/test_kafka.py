@@ -8,9 +8,10 @@ import uuid
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
 from flywheel.secrets import kafka_args
+from flywheel.stack import kafka_acls
 from flywheel.stack.base import wait_until
 
 pytestmark = pytest.mark.integration
@@ -95,3 +96,68 @@ def test_produce_consume_with_group_commits_offsets(stack):
     committed = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
     assert sum(committed.values()) == 50, committed
     assert set(committed) == {0, 1}
+
+
+def _denied(stack, role: str, operation: str, topic: str) -> bool:
+    """Whether the broker's authorizer logged a refusal of ``role``'s ``operation`` on ``topic``."""
+    return any(f"Principal = User:{role} is Denied operation = {operation}" in line and f"Topic:LITERAL:{topic}" in line
+               for line in (stack.stack.logs / "kafka.log").read_text(errors="replace").splitlines())
+
+
+def _write(stack, role: str, topic: str) -> None:
+    # not idempotent: a user without WRITE on any topic would be refused a producer id first
+    producer = KafkaProducer(**kafka_args(stack, role), acks="all", max_block_ms=5000, enable_idempotence=False)
+    try:
+        producer.send(topic, b"acl-probe").get(timeout=10)
+    finally:
+        producer.close()
+
+
+def _read(stack, role: str, topic: str) -> None:
+    consumer = KafkaConsumer(**kafka_args(stack, role), group_id=None, enable_auto_commit=False,
+                             consumer_timeout_ms=3000)
+    try:
+        consumer.end_offsets([TopicPartition(topic, 0)])  # as the trainer and the monitor begin: DESCRIBE
+        consumer.assign([TopicPartition(topic, 0)])
+        consumer.seek_to_beginning()
+        consumer.poll(timeout_ms=3000)
+        consumer.poll(timeout_ms=3000)
+    finally:
+        consumer.close()
+
+
+def test_each_component_may_do_what_it_does_and_nothing_else(stack):
+    """Each component's own login (kafka.acls): allowed its part of the loop, refused the rest,
+    and the broker's authorizer says so in its log."""
+    assert stack.kafka.acls
+    j, s, ps = stack.joiner, stack.serving, stack.paramserver
+    _write(stack, "serving", s.features_topic)
+    _read(stack, "trainer", j.examples_topic)
+    _write(stack, "paramserver", ps.deltas_topic)
+    _read(stack, "paramserver", ps.deltas_topic)
+    # (on a topic a user has no grant on at all, the broker refuses the first step: DESCRIBE)
+    refused = [("serving", "READ", s.features_topic, _read),  # the model server reads nothing
+               ("trainer", "WRITE", j.examples_topic, _write),  # only the joiner writes examples
+               ("monitor", "WRITE", j.examples_topic, _write),  # the monitor writes nothing
+               ("serving", "DESCRIBE", ps.deltas_topic, _write),  # nobody else ships embeddings
+               ("trainer", "DESCRIBE", ps.deltas_topic, _read)]
+    for role, operation, topic, attempt in refused:
+        with pytest.raises(TopicAuthorizationFailedError):
+            attempt(stack, role, topic)
+        assert wait_until(lambda: _denied(stack, role, operation, topic), 15, 0.2), (role, operation, topic)
+
+
+def test_up_takes_back_grants_the_config_no_longer_names(stack):
+    stale = kafka_acls.Grant("trainer", "TOPIC", stack.joiner.features_topic, "READ")
+    assert kafka_acls.allow(stack, {stale}) == 1
+    _read(stack, "trainer", stack.joiner.features_topic)  # the grant works
+    assert kafka_acls.ensure(stack) == {"added": 0, "deleted": 0}  # without prune: kept
+    assert kafka_acls.ensure(stack, prune=True)["deleted"] >= 1
+    admin = KafkaAdminClient(**kafka_args(stack))
+    try:
+        held = kafka_acls.current(admin)
+    finally:
+        admin.close()
+    assert stale not in held and kafka_acls.grants(stack) <= held
+    with pytest.raises(TopicAuthorizationFailedError):
+        _read(stack, "trainer", stack.joiner.features_topic)

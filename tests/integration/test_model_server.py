@@ -21,6 +21,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 
 from flywheel.secrets import kafka_args
+from flywheel.stack import kafka_acls
 from models.bundle import load_bundle
 from paramserver.client import PSClient
 from serving.app import create_app
@@ -68,6 +69,7 @@ def server(stack, tmp_path_factory):
     admin.close()
     cfg = stack.model_copy(update={"serving": stack.serving.model_copy(update={**topics, "max_events": 5,
                                                                                "max_body_bytes": 4096})})
+    kafka_acls.ensure(cfg)  # the model server's grants on these topics
     source = tables()
     app = create_app(cfg, source=source, loader=trained_loader(tmp_path_factory.mktemp("bundle"), source),
                      catalogue=Catalogue(titles={3: "<b>Three</b>"}))

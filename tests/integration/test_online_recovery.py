@@ -15,6 +15,7 @@ from test_paramserver import OWN_PORTS, Cluster
 
 from flywheel.config import load_config
 from flywheel.secrets import kafka_args
+from flywheel.stack import kafka_acls
 from paramserver.ledger import gaps_and_doubles
 from pipelines.online.trainer import OnlineTrainer
 
@@ -46,6 +47,8 @@ def make_cluster(stack, topic: str) -> Cluster:
     admin.create_topics([NewTopic(env["FLYWHEEL__PARAMSERVER__DELTAS_TOPIC"], 2, 1)])
     admin.close()
     c = Cluster(env)
+    kafka_acls.ensure(c.cfg)  # the parameter servers' grants on their own deltas topic
+    kafka_acls.allow(c.cfg, {kafka_acls.Grant("trainer", "TOPIC", topic, "READ")})  # the trainer's examples
     for shard in (0, 1):
         c.start("training", shard)
     c.client("training")

@@ -19,6 +19,7 @@ from kafka.admin import NewTopic
 from flywheel import secrets
 from flywheel.config import load_config
 from flywheel.secrets import kafka_args
+from flywheel.stack import kafka_acls
 from paramserver.client import PSClient
 from paramserver.wire import encode
 
@@ -78,6 +79,7 @@ def cluster(stack):
            "FLYWHEEL__PARAMSERVER__DELTAS_TOPIC": topic, "FLYWHEEL__PARAMSERVER__TABLES": TABLES,
            "FLYWHEEL__PARAMSERVER__SNAPSHOT_DIR": f"/flywheel/it-snapshots/{uuid.uuid4().hex[:8]}"}
     c = Cluster(env)
+    kafka_acls.ensure(c.cfg)  # the parameter servers' grants on their own deltas topic
     yield c
     c.stop()
 

@@ -10,6 +10,8 @@ from kafka.structs import OffsetAndMetadata
 
 from flywheel.health import HealthError, consumer_lag, freshness, joiner_running
 from flywheel.secrets import kafka_args
+from flywheel.stack import kafka_acls
+from flywheel.stack.kafka_acls import Grant
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +27,7 @@ def topic(stack):
     name = f"it-health-{uuid.uuid4().hex[:8]}"
     admin = KafkaAdminClient(**kafka_args(stack))
     admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
+    kafka_acls.allow(stack, {Grant("monitor", "TOPIC", name, "READ")})  # the checks log in as the monitor
     yield name
     admin.delete_topics([name])
     admin.close()
@@ -52,6 +55,7 @@ def test_consumer_lag_counts_records_past_the_committed_offsets(stack, topic):
     consumer = KafkaConsumer(**kafka_args(stack), group_id=group, enable_auto_commit=False)
     consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(15, "", -1)})  # partition 1: never committed
     consumer.close()
+    kafka_acls.allow(stack, {Grant("monitor", "GROUP", group, "DESCRIBE")})
 
     figures = consumer_lag(tuned(stack, "health", max_lag_records=15), {group: [topic]})
 

@@ -30,7 +30,9 @@ SECRETS = {"FLYWHEEL_MLFLOW_PASSWORD": "test-mlflow", "FLYWHEEL_MLFLOW_SECRET_KE
            "FLYWHEEL_KAFKA_PASSWORD": "test-kafka-password", "FLYWHEEL_FLINK_PASSWORD": "test-flink-password",
            "FLYWHEEL_HDFS_KEYSTORE_PASSWORD": "test-keystore-password",
            "FLYWHEEL_FLINK_INTERNAL_PASSWORD": "test-flink-internal-password",
-           "FLYWHEEL_KAFKA_KEYSTORE_PASSWORD": "test-kafka-keystore-password"}
+           "FLYWHEEL_KAFKA_KEYSTORE_PASSWORD": "test-kafka-keystore-password",
+           **{f"FLYWHEEL_KAFKA_PASSWORD_{role.upper()}": f"test-kafka-{role}" for role in
+              ("serving", "joiner", "trainer", "paramserver", "monitor")}}
 # service -> the config section (or port key, with its +shard ports) whose ports it listens on
 # (None: publishes nothing)
 SERVICES = {
@@ -281,12 +283,6 @@ def test_the_parameter_servers_and_their_clients_share_the_token(resolved):
         assert resolved["services"][name]["environment"]["FLYWHEEL_CONFIG"] == "config/docker.yaml", name
 
 
-def test_kafka_and_its_clients_share_the_login(resolved):
-    for name in ("kafka", "stack-init", "paramserver-training", "paramserver-serving", "airflow-scheduler"):
-        assert resolved["services"][name]["environment"]["FLYWHEEL_KAFKA_PASSWORD"] == "test-kafka-password", name
-        assert resolved["services"][name]["environment"]["FLYWHEEL_CONFIG"] == "config/docker.yaml", name
-
-
 def test_flinks_rest_api_is_reached_only_through_the_door(resolved, docker_cfg):
     from flywheel.stack import flink
 
@@ -401,3 +397,22 @@ def test_the_kafka_container_makes_its_key_for_its_compose_name(docker_cfg, monk
                            str(kafka_tls.home(docker_cfg) / "server" / "kafka.pem")],
                           capture_output=True, text=True, check=True).stdout
     assert "DNS:kafka" in cert and kafka_tls.ca_pem(docker_cfg).exists()
+
+
+def test_each_container_holds_only_its_own_kafka_login(resolved):
+    from flywheel import secrets
+
+    logins = {name: sorted(k for k in (svc.get("environment") or {}) if k.startswith("FLYWHEEL_KAFKA_PASSWORD"))
+              for name, svc in resolved["services"].items()}
+    every = sorted([secrets.KAFKA_PASSWORD.env, *(s.env for s in secrets.KAFKA_ROLE_PASSWORDS.values())])
+    assert logins["kafka"] == every  # SASL/PLAIN: the broker checks each login against its own list
+    assert logins["stack-init"] == ["FLYWHEEL_KAFKA_PASSWORD"]  # the super user: topics and ACLs
+    assert logins["paramserver-training"] == logins["paramserver-serving"] == ["FLYWHEEL_KAFKA_PASSWORD_PARAMSERVER"]
+    assert logins["airflow-scheduler"] == ["FLYWHEEL_KAFKA_PASSWORD_MONITOR"]
+    assert {n for n, held in logins.items() if held} == {"kafka", "stack-init", "paramserver-training",
+                                                         "paramserver-serving", "airflow-scheduler"}
+    broker = resolved["services"]["kafka"]["environment"]
+    for name, held in logins.items():  # each client's login is one the broker accepts
+        env = resolved["services"][name]["environment"] if held else {}
+        assert all(env[var] == broker[var] for var in held), name
+        assert not held or env["FLYWHEEL_CONFIG"] == "config/docker.yaml", name

@@ -58,5 +58,9 @@ def test_submit_hands_the_cli_its_logins_in_the_environment_never_on_the_command
     token = base64.b64encode(b"flywheel:flink-pw").decode()
     assert seen["env"]["FLINK_REST_CLIENT_HEADERS"] == f"Authorization:Basic {token}"
     assert secrets.flink_auth(cfg) == ("flywheel", "flink-pw")
+    monkeypatch.setenv("FLYWHEEL_KAFKA_PASSWORD_JOINER", "joiner-pw")  # the joiner's own login (kafka.acls)
+    flinkjobs.submit(cfg, flink.REPO_ROOT / "streaming/jobs/joiner.py", flinkjobs.kafka_argv(cfg, "joiner"))
+    assert seen["cmd"][seen["cmd"].index("--kafka-user") + 1] == "joiner" and "joiner-pw" not in " ".join(seen["cmd"])
+    assert seen["env"]["FLYWHEEL_KAFKA_PASSWORD"] == "joiner-pw"
     off = cfg.model_copy(update={"flink": cfg.flink.model_copy(update={"require_login": False})})
     assert secrets.flink_client_headers(off) == {} and secrets.flink_auth(off) is None

@@ -16,11 +16,6 @@ def cfg(state_cfg):
     return state_cfg
 
 
-def _props(cfg) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in kafka.server_properties(cfg).splitlines()
-                if line and not line.startswith("#"))
-
-
 def test_the_broker_key_is_signed_for_the_names_clients_dial_and_made_once(cfg):
     kafka_tls.ensure(cfg)
     keys = kafka_tls.keys(cfg)
@@ -53,15 +48,15 @@ def test_a_keystore_that_does_not_open_with_the_password_is_a_clear_error(cfg, m
         kafka_tls.ensure(cfg)
 
 
-def test_both_listeners_speak_tls_with_the_broker_keystore(cfg):
-    props, keys = _props(cfg), kafka_tls.keys(cfg)
+def test_both_listeners_speak_tls_with_the_broker_keystore(cfg, kafka_props):
+    props, keys = kafka_props(cfg), kafka_tls.keys(cfg)
     assert props["listener.security.protocol.map"] == "CLIENT:SASL_SSL,CONTROLLER:SASL_SSL"
     assert props["ssl.keystore.location"] == str(keys.keystore) and props["ssl.keystore.type"] == "PKCS12"
     assert props["ssl.truststore.location"] == str(keys.truststore)
     assert props["ssl.keystore.password"] == props["ssl.truststore.password"] == keys.password
     off = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"tls": False})})
-    assert _props(off)["listener.security.protocol.map"] == "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
-    assert not any(key.startswith("ssl.") for key in _props(off))
+    assert kafka_props(off)["listener.security.protocol.map"] == "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    assert not any(key.startswith("ssl.") for key in kafka_props(off))
 
 
 def test_a_keystore_password_unsafe_in_a_properties_file_is_refused(cfg, monkeypatch):

@@ -80,10 +80,10 @@ def test_kafka_clients_log_in_when_kafka_sasl_is_on_and_verify_the_broker_when_k
                     "sasl_plain_password": secrets.value(cfg, secrets.KAFKA_PASSWORD),
                     "ssl_cafile": str(kafka_tls.ca_pem(cfg)), "ssl_check_hostname": True}
     assert secrets.kafka_args(kafka_with(cfg, tls=False))["security_protocol"] == "SASL_PLAINTEXT"
-    assert secrets.kafka_args(kafka_with(cfg, sasl=False)) == {
+    assert secrets.kafka_args(kafka_with(cfg, sasl=False, acls=False)) == {
         "bootstrap_servers": cfg.kafka_bootstrap, "security_protocol": "SSL",
         "ssl_cafile": str(kafka_tls.ca_pem(cfg)), "ssl_check_hostname": True}
-    off = kafka_with(cfg, sasl=False, tls=False)
+    off = kafka_with(cfg, sasl=False, tls=False, acls=False)
     assert secrets.kafka_args(off) == {"bootstrap_servers": cfg.kafka_bootstrap, "security_protocol": "PLAINTEXT"}
     assert secrets.kafka_password(off) is None
     monkeypatch.setenv("FLYWHEEL_KAFKA_PASSWORD", 'a"b')  # would end the JAAS value early
@@ -101,11 +101,12 @@ def test_the_broker_accepts_exactly_the_configured_login_on_both_listeners(cfg, 
     props = dict(line.split("=", 1) for line in kafka.server_properties(cfg).splitlines()
                  if line and not line.startswith("#"))
     assert props["listener.security.protocol.map"] == "CLIENT:SASL_SSL,CONTROLLER:SASL_SSL"
+    roles = "".join(f' user_{r}="{secrets.value(cfg, secrets.KAFKA_ROLE_PASSWORDS[r])}"' for r in secrets.KAFKA_ROLES)
     jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="flywheel" '
-            'password="s3cret" user_flywheel="s3cret";')
+            f'password="s3cret" user_flywheel="s3cret"{roles};')
     assert props["listener.name.client.plain.sasl.jaas.config"] == jaas
     assert props["listener.name.controller.plain.sasl.jaas.config"] == jaas
-    off = kafka_with(cfg, sasl=False, tls=False)
+    off = kafka_with(cfg, sasl=False, tls=False, acls=False)
     assert "sasl" not in kafka.server_properties(off) and "CLIENT:PLAINTEXT" in kafka.server_properties(off)
     assert "ssl." not in kafka.server_properties(off)
 
