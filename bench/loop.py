@@ -71,7 +71,7 @@ from flywheel.config import REPO_ROOT, load_config  # noqa: E402
 from flywheel.demo import with_data  # noqa: E402
 from flywheel.prometheus import histogram_quantiles, scrape, value  # noqa: E402
 from flywheel.secrets import flink_auth, kafka_args  # noqa: E402
-from flywheel.stack import control  # noqa: E402
+from flywheel.stack import control, kafka_acls  # noqa: E402
 from flywheel.stack.base import wait_until  # noqa: E402
 from flywheel.stack.supervisor import Supervisor  # noqa: E402
 from models.movielens import load as load_movielens  # noqa: E402 - pandas only, no TensorFlow
@@ -370,6 +370,7 @@ def example_backlog(cfg, data: Path, n: int) -> tuple[str, int]:
     admin = KafkaAdminClient(**kafka_args(cfg))
     admin.create_topics([NewTopic(topic, cfg.kafka.topics["examples"].partitions, 1)])
     admin.close()
+    kafka_acls.allow(cfg, {kafka_acls.Grant("trainer", "TOPIC", topic, "READ")})  # the trainer's own login reads it
     producer = KafkaProducer(**kafka_args(cfg), linger_ms=20, batch_size=256 * 1024)
     for i, row in enumerate(rows):
         row.update(schema_version=1, event_time=now + i, model_version="bench", join_delay_ms=1000,

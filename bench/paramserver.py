@@ -35,7 +35,7 @@ from flywheel.secrets import kafka_args  # noqa: E402
 from report import Figure, report  # noqa: E402
 
 from flywheel.config import REPO_ROOT, load_config  # noqa: E402
-from flywheel.stack import control  # noqa: E402
+from flywheel.stack import control, kafka_acls  # noqa: E402
 from flywheel.stack.supervisor import Supervisor  # noqa: E402
 from paramserver.client import PSClient  # noqa: E402
 from paramserver.service import build_tables  # noqa: E402
@@ -55,6 +55,8 @@ def broker_topic(cfg):
     try:
         admin = KafkaAdminClient(**kafka_args(cfg))
         admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
+        # the parameter servers' own login (kafka.acls) ships and applies deltas on it
+        kafka_acls.allow(cfg, {kafka_acls.Grant("paramserver", "TOPIC", name, op) for op in ("READ", "WRITE")})
         yield name
     finally:
         if admin:

@@ -40,6 +40,9 @@ def build_tables(cfg: FlywheelConfig, role: str) -> dict[str, EmbeddingTable]:
 
 def _restore(cfg: FlywheelConfig, tables: dict, shard: int, which: str) -> dict | None:
     """Load this shard from a complete snapshot (``latest``, an id, or ``none``)."""
+    if which == "none":  # HDFS (and its Kerberos login) is not needed to start empty
+        log.info("starting empty (--restore none)")
+        return None
     fs = webhdfs(cfg)
     root = cfg.paramserver.snapshot_dir
     snapshot_id = snapshots.resolve(fs, root, which)

@@ -59,7 +59,8 @@ class OnlineTrainer:
                                       isolation_level="read_committed", group_id=cfg.online.group)
         parts = self.consumer.partitions_for_topic(topic)
         if not parts:
-            raise RuntimeError(f"examples topic {topic!r} does not exist: run 'make up'")
+            raise RuntimeError(f"examples topic {topic!r} does not exist, or the trainer's Kafka login may not read it: "
+                               "'make up' creates the configured topics and their grants (kafka.acls)")
         self.partitions = [TopicPartition(topic, p) for p in sorted(parts)]
         self.consumer.assign(self.partitions)
         self.covered: dict[str, int] = {}  # partition -> end of the last pushed batch (ledger)
