@@ -120,22 +120,15 @@ def allow(cfg: FlywheelConfig, extra: set[Grant]) -> int:
 def ensure(cfg: FlywheelConfig, prune: bool = False) -> dict[str, int]:
     """Add the grants of ``cfg`` the broker lacks (as ``kafka.user``); with ``prune`` also delete
     the roles' grants ``cfg`` does not name. Returns how many were added and deleted."""
-    from kafka.admin import ACLFilter, ResourcePatternFilter
-
     if not cfg.kafka.acls:
         return {"added": 0, "deleted": 0}
     with _admin(cfg) as admin:
         held, wanted = current(admin), grants(cfg)
         added = _add(admin, held, wanted)
         stale = sorted(held - wanted) if prune else []
-        if stale:
-            filters = []
-            for acl in map(_acl, stale):
-                pattern = acl.resource_pattern
-                filters.append(ACLFilter(acl.principal, acl.host, acl.operation, acl.permission_type,
-                                         ResourcePatternFilter(pattern.resource_type, pattern.resource_name,
-                                                               pattern.pattern_type)))
-            failed = [(acl_filter, error) for acl_filter, _, error in admin.delete_acls(filters) if error.errno]
+        if stale:  # an ACL is also the filter that matches exactly itself
+            failed = [(acl_filter, error) for acl_filter, _, error in admin.delete_acls([_acl(g) for g in stale])
+                      if error.errno]
             if failed:
                 raise RuntimeError(f"Kafka did not delete ACLs: {failed!r}")
         return {"added": added, "deleted": len(stale)}
