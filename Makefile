@@ -7,9 +7,12 @@ PYTEST := .venv/ml/bin/python -m pytest
 UV := .venv/bootstrap/bin/uv
 
 .PHONY: help setup lock up down status logs demo smoke test test-unit test-integration fuzz chaos clean bench \
-	joiner-start joiner-stop joiner-resume joiner-status backfill retrain
+	joiner-start joiner-stop joiner-resume joiner-status import retrain
 
-DATA ?= ../shared/datasets/ml-100k
+# DATA: a history folder (docs/data.md); empty: data.path, else the default data (MovieLens 100K
+# fetched into .flywheel-data/ with pinned checksums; offline, a seeded synthetic world)
+DATA ?=
+DATA_ARG = $(if $(DATA),--data $(DATA))
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,16 +52,16 @@ joiner-resume: ## Resume the joiner from its last savepoint (SAVEPOINT=hdfs://..
 joiner-status: ## Running joiner job, last savepoint
 	@$(FLYWHEEL) joiner status
 
-backfill: ## Land a MovieLens-format history (DATA=folder, DAYS=14) as example partitions on HDFS, ending yesterday
-	@$(FLYWHEEL) backfill --data $(DATA) --days $(or $(DAYS),14)
+import: ## Check a history against the data contract and land it on HDFS (DATA=folder, DAYS=14), ending yesterday
+	@$(FLYWHEEL) import $(DATA) --days $(or $(DAYS),14)
 
 retrain: ## The daily retrain in one process: DATE=YYYY-MM-DD (default yesterday), MODE=warm|scratch, EPOCHS=n
 	@$(FLYWHEEL) retrain --date $(or $(DATE),$$(date -u -d yesterday +%F)) --mode $(or $(MODE),warm) \
 		$(if $(EPOCHS),--epochs $(EPOCHS))
 
-demo: up ## Set up, start the stack and run the closed loop on DATA (MovieLens folder): champion, joiner, server, trainer, simulator
+demo: up ## Set up, start the stack and run the closed loop on DATA (default data if empty): champion, joiner, server, trainer, simulator
 	@$(FLYWHEEL) smoke
-	@$(FLYWHEEL) demo --data $(DATA) --watch-s $(or $(WATCH),60)
+	@$(FLYWHEEL) demo $(DATA_ARG) --watch-s $(or $(WATCH),60)
 
 test: setup ## Set up, then run every test (unit + integration; integration starts its own stack on test ports)
 	@$(PYTEST) tests
@@ -69,9 +72,9 @@ test-unit: setup ## Unit tests only (no services)
 test-integration: setup ## Integration tests only (starts and stops a stack on the test ports)
 	@$(PYTEST) tests -m integration
 
-chaos: up ## Kill each component once under traffic (DATA: MovieLens folder for the loop; ROUNDS=n), then reconcile: lost, doubled, recovery times
-	@$(FLYWHEEL) demo --data $(DATA) --watch-s 0
-	@$(FLYWHEEL) chaos --rounds $(or $(ROUNDS),1) --data $(DATA)
+chaos: up ## Kill each component once under traffic (DATA: history for the loop; ROUNDS=n), then reconcile: lost, doubled, recovery times
+	@$(FLYWHEEL) demo $(DATA_ARG) --watch-s 0
+	@$(FLYWHEEL) chaos --rounds $(or $(ROUNDS),1) $(DATA_ARG)
 
 fuzz: setup ## The fuzz tests with many more examples (FUZZ=n per boundary, default 500): the model server's API (OpenAPI), Kafka topics, PS deltas
 	@FLYWHEEL_FUZZ_EXAMPLES=$(or $(FUZZ),500) $(PYTEST) tests -m fuzz

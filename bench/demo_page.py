@@ -95,7 +95,7 @@ def like_to_feed(browser, url: str, ps: PSClient, n: int, timeout_s: float = 60)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="a MovieLens folder (default: ../shared/datasets/ml-100k, else synthetic)")
+    parser.add_argument("--data", help="a history folder (default: the default data, as make demo)")
     parser.add_argument("--sim-rate", type=float, default=5, help="simulator feed requests/s")
     parser.add_argument("--loads", type=int, default=40)
     parser.add_argument("--likes", type=int, default=15)

@@ -74,7 +74,7 @@ from flywheel.secrets import flink_auth, kafka_args  # noqa: E402
 from flywheel.stack import control, kafka_acls  # noqa: E402
 from flywheel.stack.base import wait_until  # noqa: E402
 from flywheel.stack.supervisor import Supervisor  # noqa: E402
-from models.movielens import load as load_movielens  # noqa: E402 - pandas only, no TensorFlow
+from datasets import load as load_history  # noqa: E402 - pandas only, no TensorFlow
 from paramserver.client import PSClient  # noqa: E402
 from simulator.freshness import PROBE_BASE, probe_once  # noqa: E402
 
@@ -117,7 +117,7 @@ def bench_stack(data_arg: str | None, sim_rate: float, name: str, phase=lambda n
     """The bench stack with the closed loop running: Kafka, HDFS, Flink, MLflow and the
     parameter servers (started if they are not running), a ``champion`` (bootstrapped when
     there is none), the joiner, the model server and the online trainer over ``data_arg``'s
-    MovieLens folder (``resolve_data``); the simulator's rate set to ``sim_rate`` for when it is
+    history (``resolve_data``); the simulator's rate set to ``sim_rate`` for when it is
     started. Yields a namespace (cfg, data, data_source, url, champion, joiner); stops what it
     started (the whole stack if it started it)."""
     base = load_config()
@@ -169,15 +169,14 @@ def checkpoint_stats(cfg, job: str) -> dict:
 
 
 def resolve_data(arg: str | None, tmp: Path) -> tuple[Path, str]:
-    """The MovieLens folder and how it was chosen."""
+    """The history folder and how it was chosen (given, else the default data, as make demo)."""
     if arg:
         return Path(arg).resolve(), "given"
-    default = (REPO_ROOT / "../shared/datasets/ml-100k").resolve()
-    if (default / "u.data").exists():
-        return default, "default"
-    from models.synthetic import write_movielens
+    import datasets
 
-    return write_movielens(tmp / "ml-synthetic", users=300, items=200, ratings_per_user=40, days=14), "synthetic"
+    cfg = load_config()
+    folder = datasets.resolve(cfg.data.path, cfg.data.cache, cfg.data.source)
+    return folder.resolve(), "default: " + folder.name
 
 
 # -- 1. freshness ---------------------------------------------------------------------------
@@ -355,16 +354,17 @@ def feed_window(cfg, url: str, users: list[int], args) -> dict:
 
 # -- 3. online trainer ----------------------------------------------------------------------
 def example_backlog(cfg, data: Path, n: int) -> tuple[str, int]:
-    """A fresh topic holding ``n`` valid examples (the latest ratings of ``data`` with 4 sampled
-    impressions each, event times of now), keyed by user like the joiner's; returns its name."""
+    """A fresh topic holding ``n`` valid examples (the latest events of ``data``, with 4 sampled
+    negatives each without impressions, event times of now), keyed by user like the joiner's;
+    returns its name."""
+    from datasets.history import examples
     from models.features import HISTORY
-    from models.movielens import examples
     from streaming.schemas import TASKS, Example, encode, key_of
 
-    ml = load_movielens(data)
-    ratings = ml.ratings.sort_values("time").tail(n // 5 + 1)
-    prior = ml.ratings.sort_values("time").iloc[:-len(ratings)]
-    rows = examples(ml, ratings, negatives=4, history=HISTORY, prior=prior)[:n]
+    history = load_history(data)
+    latest = history.events.tail(n // 5 + 1 if not history.has_impressions else n)
+    prior = history.events.iloc[:-len(latest)]
+    rows = examples(history, latest, negatives=4, history=HISTORY, prior=prior)[:n]
     now = int(time.time() * 1000) - len(rows)
     topic = f"bench-examples-{uuid.uuid4().hex[:6]}"
     admin = KafkaAdminClient(**kafka_args(cfg))
@@ -444,7 +444,7 @@ def online_trainer(cfg, data: Path, args) -> dict:
 # -- the run --------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="a MovieLens folder (default: ../shared/datasets/ml-100k, else synthetic)")
+    parser.add_argument("--data", help="a history folder (default: the default data, as make demo)")
     parser.add_argument("--sim-rate", type=float, default=5, help="simulator feed requests/s (FLYWHEEL__SIMULATOR__RATE: reaches the "
                         "supervised simulator when this run starts the stack's supervisord)")
     parser.add_argument("--warmup-s", type=float, default=20, help="simulator traffic before the first probe")
@@ -472,7 +472,7 @@ def main() -> None:
         trainer_url = f"http://{cfg.stack.host}:{cfg.online.metrics_port}/metrics"
         wait_for(lambda: value(scrape(trainer_url), "flywheel_online_champion_version") > 0, 240,
                  "the online trainer on the champion")
-        users = sorted({int(u) for u in load_movielens(data).ratings["user"]})
+        users = sorted({int(u) for u in load_history(data).events["user"]})
 
         echo(f"simulator at {args.sim_rate}/s; {args.warmup_s:.0f}s of traffic, then {args.probes} freshness probes")
         phase("loop_up")

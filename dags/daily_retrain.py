@@ -5,7 +5,7 @@ the continuous online updates, and publishes the result when it beats the `champ
 
 1. **plan**: the evaluation day *D* (the `date` param, or the run's data interval start: a
    scheduled run evaluates on yesterday) and the `train_days` before it. Fails with a clear
-   message when *D* or every training day has no landed examples (run `backfill_movielens`
+   message when *D* or every training day has no landed examples (run `backfill_history`
    first on a fresh stack).
 2. **negative_sampling** (Spark, `spark_default` connection): per-task down-sampling of the
    negatives and popularity-drawn retrieval negatives into `batch.training_dir/dt=*`,

@@ -1,6 +1,9 @@
-"""Model experiments on a MovieLens folder (time-ordered split): a table, JSON and a plot.
+"""Model experiments on a history (time-ordered split): a table, JSON and a plot.
 
-    .venv/ml/bin/python experiments/movielens.py --data ../shared/datasets/ml-100k
+    .venv/ml/bin/python experiments/movielens.py [--data <folder>]   # default: the default data
+
+Any history the data contract reads works (docs/data.md); the file keeps its name for the
+results it has recorded on MovieLens.
 
 1. Retrieval: Deep Retrieval vs the brute-force two-tower (tensorflow-recommenders):
    Recall@K and the share of the catalogue each query scores.
@@ -24,11 +27,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import models  # noqa: E402,F401
+from datasets import load, resolve  # noqa: E402
+from datasets.history import engaged, examples, time_split  # noqa: E402
+from flywheel.config import load_config  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from models.evaluation import auc_per_task, recall_precision_at_k  # noqa: E402
 from models.mmoe import MMoE  # noqa: E402
-from models.movielens import examples, load, time_split  # noqa: E402
 from models.ranking import RankingTrainer  # noqa: E402
 from models.retrieval import DeepRetrievalTrainer, TwoTowerTrainer  # noqa: E402
 from models.sparse import LocalTables, Slot  # noqa: E402
@@ -104,11 +109,12 @@ def user_queries(data, train, test) -> tuple[list[dict], dict[int, set[int]]]:
     for u, i in zip(train["user"], train["item"]):
         history.setdefault(int(u), []).append(int(i))
     queries = [{"user_id": u, "sparse": {"user": [u], "history": history.get(u, [])[-10:],
-                                         "user_attr": data.users.get(u, [])}} for u in truth]
+                                         "user_attr": data.user_attrs.get(u, [])}} for u in truth]
     return queries, truth
 
 
 def retrieval(data, train, test, args) -> dict:
+    train, test = train[engaged(train)], test[engaged(test)]  # retrieval learns and is judged on engagements
     pairs = examples(data, train, negatives=0, seed=args.seed)
     queries, truth = user_queries(data, train, test)
     rng = np.random.default_rng(args.seed)
@@ -162,7 +168,7 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="a MovieLens folder (u.data or ratings.csv)")
+    parser.add_argument("--data", help="a history folder (docs/data.md; default: the default data, as make demo)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--dim", type=int, default=16, help="embedding size in the tables")
     parser.add_argument("--negatives", type=int, default=4, help="unrated items per rating (ranking)")
@@ -178,9 +184,11 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for movielens.json/.png")
     args = parser.parse_args()
 
-    data = load(args.data)
-    train, test = time_split(data.ratings, 0.2)
-    print(f"{len(train)} training and {len(test)} test ratings; {len(data.items)} items", flush=True)
+    cfg = load_config()
+    args.data = resolve(args.data or cfg.data.path, cfg.data.cache, cfg.data.source)
+    data = load(args.data, cfg.data.format, cfg.data.actions)
+    train, test = time_split(data.events, 0.2)
+    print(f"{len(train)} training and {len(test)} test events; {len(data.items)} items", flush=True)
     results = {"data": str(args.data), "k": args.k, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "retrieval": retrieval(data, train, test, args)}
     train_ex = examples(data, train, negatives=args.negatives, seed=args.seed)

@@ -1,7 +1,7 @@
-"""Monolith's Table 2 on MovieLens: online training with a sparse sync interval vs the daily
+"""Monolith's Table 2 on a history (MovieLens, the synthetic world, any contract folder): online training with a sparse sync interval vs the daily
 batch model, replayed in event time in one process (in-process tables, no stack).
 
-    nice -n 10 .venv/ml/bin/python experiments/online_vs_batch.py --data ../shared/datasets/ml-100k
+    nice -n 10 .venv/ml/bin/python experiments/online_vs_batch.py [--data <folder>]
 
 For each evaluation day D (the last ``--eval-days`` days; results are their mean):
 
@@ -36,8 +36,9 @@ Choices, and why:
   of 512 (on ml-100k: ~0.05 AUC lost). ``--step-scale batch`` (default) scales its row
   gradients by size / ``--batch-size``, so an example weighs what it did in the retrain;
   ``mean`` pushes them as the online trainer does (it polls up to ``online.batch_size``).
-- Examples are ``models.movielens.examples``: a rating is a click, like = rating >= 4,
-  ``--negatives`` unrated items per rating are impressions with all labels 0. Only the ranker
+- Examples are ``datasets.history.examples``: labels from the history's actions; its
+  impressions are the negatives, or without them (MovieLens) ``--negatives`` items per
+  positive the user never engaged with, all labels 0. Only the ranker
   learns online (the retriever's gradients on the shared tables are left out).
 """
 
@@ -60,12 +61,13 @@ import models  # noqa: E402,F401  (TF environment first)
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from datasets import load, resolve  # noqa: E402
+from datasets.history import examples  # noqa: E402
 from flywheel.config import load_config  # noqa: E402
 from models.bundle import feature_width  # noqa: E402
 from models.evaluation import auc_per_task  # noqa: E402
 from models.features import DENSE, HISTORY, RANK_SLOTS, RANK_TASKS  # noqa: E402
 from models.mmoe import MMoE, task_weights  # noqa: E402
-from models.movielens import examples, load  # noqa: E402
 from models.ranking import RankingTrainer  # noqa: E402
 from models.sparse import FrozenDense, LocalTables, push_gradients  # noqa: E402
 from paramserver.service import build_tables  # noqa: E402
@@ -88,9 +90,9 @@ def parse_interval(text: str) -> float:
 
 
 def days_of(data, days: float, negatives: int, seed: int) -> list[list[dict]]:
-    """Every rating's examples (histories continuous over the whole replay), grouped by day."""
-    ratings = retime(data.ratings, END, days or None)
-    rows = examples(data, ratings, negatives=negatives, history=HISTORY, seed=seed)
+    """Every event's examples (histories continuous over the whole replay), grouped by day."""
+    events = retime(data.events, END, days or None)
+    rows = examples(data, events, negatives=negatives, history=HISTORY, seed=seed)
     first = rows[0]["event_time"] // 86_400_000
     out: list[list[dict]] = [[] for _ in range(rows[-1]["event_time"] // 86_400_000 - first + 1)]
     for e in rows:
@@ -282,7 +284,7 @@ def plot(table: list[dict], intervals: dict[str, float], path: Path) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="a MovieLens folder (u.data or ratings.csv)")
+    p.add_argument("--data", help="a history folder (docs/data.md; default: the default data, as make demo)")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for online_vs_batch.{json,md,png}")
     p.add_argument("--intervals", default="5s,1m,30m,5h", help="sync intervals, event time (0: every micro-batch)")
     p.add_argument("--days", type=float, default=14, help="squeeze the ratings into this many days (0: real spacing)")
@@ -309,7 +311,8 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     intervals = {text.strip(): parse_interval(text) for text in args.intervals.split(",") if text.strip()}
     cfg = load_config()
-    days = days_of(load(args.data), args.days, args.negatives, args.seed)
+    folder = resolve(args.data or cfg.data.path, cfg.data.cache, cfg.data.source)
+    days = days_of(load(folder, cfg.data.format, cfg.data.actions), args.days, args.negatives, args.seed)
     evaluated = [d for d in range(len(days)) if days[d]][-args.eval_days:]
     if not evaluated or evaluated[0] == 0:
         raise SystemExit(f"{args.data}: {len(days)} day(s) of data cannot give {args.eval_days} evaluation day(s) "

@@ -6,7 +6,7 @@ The run (on a stack whose loop is up: ``flywheel demo`` first):
 1. :class:`Traffic` requests feeds for users of its own (IDs from :data:`USER_BASE`) and, for a
    share of them, posts a click (and sometimes a like) on the first item, recording every
    answer and every action the event collector acknowledged (202). It never re-posts.
-   With a MovieLens folder (``make chaos``), :class:`SimulatedTraffic` also replays it through
+   With a history folder (``make chaos``), :class:`SimulatedTraffic` also replays it through
    the simulator (sessions, skips, late actions, retries), and its acknowledged actions are
    reconciled as well; the supervised simulator is stopped for the run.
 2. For each fault, at a random moment: SIGKILL the program's whole process group (what a
@@ -171,7 +171,7 @@ class Traffic(Recorded):
 
 
 class SimulatedTraffic(Recorded):
-    """The MovieLens simulator (simulator/replay.py) as the run's second traffic source, in a
+    """The simulator (simulator/replay.py) as the run's second traffic source, in a
     thread: its users' sessions, late actions and retries as ``flywheel simulate`` sends them,
     each feed attempt, each acknowledged action and each post that got no answer recorded for
     the reconciliation. Its client retries a post whose answer was lost, so an action the
@@ -292,7 +292,7 @@ def run(cfg: FlywheelConfig, faults: list[str], gap_s: tuple[float, float] = (10
     StackError naming the failed invariants and their IDs.
 
     Args:
-      data: a MovieLens folder: the simulator replays it in this process as a second traffic
+      data: a history folder: the simulator replays it in this process as a second traffic
         source whose acknowledged actions are reconciled too (the supervised simulator is
         stopped for the run); None: the run's own traffic only.
     """

@@ -267,25 +267,50 @@ def joiner_status():
     typer.echo(json.dumps(joiner_job.status(load_config()), indent=2))
 
 
-@app.command()
-@friendly
-def backfill(
-    data: Annotated[str, typer.Option(help="a MovieLens folder (ml-100k layout or ratings.csv)")],
-    days: Annotated[Optional[float], typer.Option(help="squeeze the history into this many days")] = None,
-    end_date: Annotated[Optional[str], typer.Option(help="last day, YYYY-MM-DD (default: yesterday, UTC)")] = None,
-    negatives: Annotated[int, typer.Option(help="unrated items per rating, as impressions")] = 4,
-):
-    """Land a MovieLens history as example partitions on HDFS (what the joiner lands), so a
-    daily retrain has data before any live traffic."""
+def land(cfg, data: str, days: float | None, end_date: str | None, negatives: int, history=None) -> None:
+    """Land a history as example partitions on HDFS and say where (``history``: already loaded)."""
     from datetime import date
 
     from pipelines.batch.backfill import backfill as run
 
-    cfg = load_config()
-    written = run(cfg, data, date.fromisoformat(end_date) if end_date else None, days, negatives)
+    written = run(cfg, data, date.fromisoformat(end_date) if end_date else None, days, negatives, data=history)
     first, last = min(written), max(written)
     typer.echo(f"landed {sum(written.values())} examples in {len(written)} days, {first}..{last}, "
                f"under {cfg.hdfs_uri}{cfg.joiner.examples_dir}")
+
+
+@app.command("import")
+@friendly
+def import_(
+    data: Annotated[Optional[str], typer.Argument(
+        help="a contract folder (items + interactions [+ users], CSV or Parquet; docs/data.md), a MovieLens "
+             "release or a Taobao UserBehavior.csv folder (default: data.path, else the default data)")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="auto | contract | movielens | retail "
+                                                                "(default: data.format)")] = None,
+    check: Annotated[bool, typer.Option(help="only check the folder against the contract; land nothing")] = False,
+    days: Annotated[Optional[float], typer.Option(help="squeeze the history into this many days")] = None,
+    end_date: Annotated[Optional[str], typer.Option(help="last day, YYYY-MM-DD (default: yesterday, UTC)")] = None,
+    negatives: Annotated[int, typer.Option(help="without impressions in the data: items drawn per positive")] = 4,
+):
+    """Check a history against the data contract (file, row, column and the fix for each
+    problem), then land it as example partitions on HDFS where the joiner lands live ones, so a
+    daily retrain has data before any live traffic. Exit 2 on a contract problem."""
+    import datasets
+    from datasets.contract import ContractError
+
+    cfg = load_config()
+    folder = datasets.resolve(data or cfg.data.path, cfg.data.cache, cfg.data.source, typer.echo)
+    try:
+        history = datasets.load(folder, fmt or cfg.data.format, cfg.data.actions)
+    except (FileNotFoundError, ContractError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    events = history.events
+    typer.echo(f"{folder}: meets the contract: {len(history.items)} items, {events['user'].nunique()} users, "
+               f"{len(events)} events ({int(history.engaged.shape[0])} with a positive action; "
+               f"{'real impressions' if history.has_impressions else 'no impressions: negatives are sampled'})")
+    if not check:
+        land(cfg, str(folder), days, end_date, negatives, history)
 
 
 @app.command()
@@ -369,7 +394,9 @@ def serve():
 @app.command()
 @friendly
 def demo(
-    data: Annotated[str, typer.Option(help="a MovieLens folder: the catalogue, the simulated users, the bootstrap history")],
+    data: Annotated[Optional[str], typer.Option(
+        help="a history folder: the catalogue, the simulated users, the bootstrap history "
+             "(default: data.path, else the default data: MovieLens 100K fetched, offline a synthetic world)")] = None,
     watch_s: Annotated[float, typer.Option(help="print live figures for this long (0: just start)")] = 60,
 ):
     """The closed loop on the running stack: a champion (backfill + one retrain when there is
@@ -378,7 +405,7 @@ def demo(
 
     from flywheel.demo import run
 
-    run(load_config(), Path(data), watch_s=watch_s, echo=typer.echo)
+    run(load_config(), Path(data) if data else None, watch_s=watch_s, echo=typer.echo)
 
 
 @app.command()
@@ -390,10 +417,10 @@ def chaos(
     rate: Annotated[float, typer.Option(help="the run's own feed requests per second")] = 5.0,
     seed: Annotated[int, typer.Option(help="for the waits and the traffic")] = 0,
     data: Annotated[Optional[str], typer.Option(
-        help="a MovieLens folder: the simulator replays it as a second traffic source whose actions are "
-             "reconciled too (default: simulator.data)")] = None,
-    simulator: Annotated[bool, typer.Option(help="run the simulator as a second traffic source (needs --data or "
-                                                 "simulator.data); --no-simulator: the run's own traffic only")] = True,
+        help="a history folder: the simulator replays it as a second traffic source whose actions are "
+             "reconciled too (default: simulator.data, else data.path, else the default data)")] = None,
+    simulator: Annotated[bool, typer.Option(help="run the simulator as a second traffic source; "
+                                                 "--no-simulator: the run's own traffic only")] = True,
 ):
     """SIGKILL the stack's components one at a time under traffic; then reconcile the topics and
     the parameter servers and print what was lost, doubled, and how long each took to recover.
@@ -406,6 +433,10 @@ def chaos(
     names = list(chaos_run.FAULTS) if faults == "all" else [f.strip() for f in faults.split(",") if f.strip()]
     low, _, high = gap_s.partition("-")
     cfg = load_config()
+    if simulator and not (data or cfg.simulator.data):
+        import datasets
+
+        data = str(datasets.resolve(cfg.data.path, cfg.data.cache, cfg.data.source, typer.echo))
     chaos_run.run(cfg, names * rounds, gap_s=(float(low), float(high or low)), rate=rate, seed=seed,
                   data=(data or cfg.simulator.data) if simulator else None, echo=typer.echo)
 
@@ -413,7 +444,7 @@ def chaos(
 @app.command()
 @friendly
 def simulate(
-    data: Annotated[Optional[str], typer.Option(help="a MovieLens folder (default: simulator.data)")] = None,
+    data: Annotated[Optional[str], typer.Option(help="a history folder (default: simulator.data)")] = None,
     speedup: Annotated[Optional[float], typer.Option(
         help="event-time gaps are divided by this; 0: as fast as --rate allows (default: simulator.speedup)")] = None,
     rate: Annotated[Optional[float], typer.Option(help="most feed requests per second (default: simulator.rate)")] = None,
@@ -421,7 +452,7 @@ def simulate(
     duration_s: Annotated[Optional[float], typer.Option(help="start no session after this many seconds")] = None,
     users: Annotated[Optional[int], typer.Option(min=1, help="only the first N users of the held-out ratings")] = None,
 ):
-    """Replay a MovieLens history as users of the model server (stack.host:serving.port): feeds,
+    """Replay a history's held-out events as users of the model server (stack.host:serving.port): feeds,
     actions (some late), Prometheus metrics on simulator.metrics_port. Loops until stopped."""
     import logging
     import signal

@@ -321,7 +321,7 @@ class ServingConfig(_Section):
     """The model server (serving/app.py): the feed API and the event collector."""
 
     port: Port = 8000
-    catalogue: str | None = None  # a MovieLens folder: titles, genres, user attributes (None: IDs only)
+    catalogue: str | None = None  # a history folder (datasets/): titles, item and user attributes (None: IDs only)
     candidates: int = Field(200, ge=1, le=5000)  # retrieved per request, then ranked
     # the candidates' rows (items, genres) are cached in the model server and re-pulled this
     # often (serving/candidate_rows.py): a feed then costs one serving-PS call; 0: pulled per feed
@@ -367,10 +367,10 @@ class OnlineConfig(_Section):
 
 
 class SimulatorConfig(_Section):
-    """The user simulator (``flywheel simulate``, simulator/): a MovieLens history replayed as
+    """The user simulator (``flywheel simulate``, simulator/): a history's held-out events replayed as
     users of the model server at ``stack.host:serving.port``."""
 
-    data: str | None = None  # a MovieLens folder (None: pass --data)
+    data: str | None = None  # a history folder (None: pass --data)
     holdout: float = Field(0.2, gt=0, lt=1)  # the latest share of ratings (by time) replayed as sessions
     speedup: float = Field(0, ge=0)  # event-time gaps are divided by this; 0: as fast as `rate` allows
     rate: float = Field(5, gt=0)  # at most this many feed requests per second
@@ -386,6 +386,30 @@ class SimulatorConfig(_Section):
     probe_every_s: float = Field(10, ge=0)  # freshness probe period (simulator/freshness.py); 0: off
 
     _port = field_validator("metrics_port")(_check_port)
+
+
+class DataConfig(_Section):
+    """The interaction history (datasets/): where it is, how its actions map to tasks.
+
+    ``path`` null means the default data: MovieLens 100K fetched from GroupLens with pinned
+    checksums, else (offline) the seeded synthetic world, cached under ``cache``.
+    """
+
+    path: str | None = None  # a contract folder, a MovieLens release or a Taobao UserBehavior log (null: default)
+    format: str = Field("auto", pattern="^(auto|contract|movielens|retail)$")
+    source: str = Field("auto", pattern="^(auto|movielens|synthetic)$")  # the default data when path is null
+    cache: Path = REPO_ROOT / ".flywheel-data"  # fetched and generated default data (kept by make clean)
+    actions: dict[str, list[str]] = {}  # action name -> tasks it is a positive for ({}: datasets.contract.DEFAULT_ACTIONS)
+
+    @field_validator("actions")
+    @classmethod
+    def _known_tasks(cls, actions: dict[str, list[str]]) -> dict[str, list[str]]:
+        from streaming.schemas import TASKS
+
+        for action, tasks in actions.items():
+            if unknown := sorted(set(tasks) - set(TASKS)):
+                raise ValueError(f"action {action!r} maps to unknown tasks {unknown}; tasks are {', '.join(TASKS)}")
+        return actions
 
 
 class SparkConfig(_Section):
@@ -442,6 +466,7 @@ class FlywheelConfig(_Section):
     joiner: JoinerConfig = JoinerConfig()
     health: HealthConfig = HealthConfig()
     simulator: SimulatorConfig = SimulatorConfig()
+    data: DataConfig = DataConfig()
 
     # -- derived addresses, so no caller formats a URL by hand ------------------------------
     @property

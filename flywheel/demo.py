@@ -1,7 +1,10 @@
 """``flywheel demo``: the closed loop on the running stack, from nothing to a learning feed.
 
-1. A champion: on a stack without one, land the MovieLens folder as 14 days of history ending
-   yesterday and run one daily retrain (what the ``daily_retrain`` DAG does), so serving starts
+0. The data: ``--data`` (or ``data.path``), else the default data (``datasets.default``:
+   MovieLens 100K fetched with pinned checksums, or offline the seeded synthetic world),
+   checked against the data contract before anything starts.
+1. A champion: on a stack without one, land the history as 14 days ending yesterday and run
+   one daily retrain (what the ``daily_retrain`` DAG does), so serving starts
    from a trained model.
 2. The Flink joiner, unless it runs already.
 3. The model server, the online trainer and the simulator (supervised, started on demand),
@@ -32,7 +35,7 @@ def with_data(cfg: FlywheelConfig, data: Path) -> FlywheelConfig:
     return cfg.model_copy(update=update)
 
 
-def bootstrap(cfg: FlywheelConfig, data: Path, echo: Callable[[str], None]) -> None:
+def bootstrap(cfg: FlywheelConfig, data: Path, echo: Callable[[str], None], history=None) -> None:
     """Publish a first champion when there is none (backfill + one retrain, forced)."""
     from pipelines.batch.publish import champion
 
@@ -44,7 +47,7 @@ def bootstrap(cfg: FlywheelConfig, data: Path, echo: Callable[[str], None]) -> N
 
     yesterday = (date.today() - timedelta(days=1)).isoformat()
     echo(f"no champion yet: backfill {data} as 14 days ending {yesterday}, then one daily retrain")
-    cli.backfill(data=str(data), days=14, end_date=yesterday, negatives=4)
+    cli.land(cfg, str(data), days=14, end_date=yesterday, negatives=4, history=history)
     cli.retrain(date=yesterday, mode="scratch", epochs=None, train_days=None, force_publish=True)
 
 
@@ -105,16 +108,23 @@ def watch(cfg: FlywheelConfig, seconds: float, echo: Callable[[str], None], ever
              f"{auc[0] if auc else float('nan'):.3f}, freshness {fresh}")
 
 
-def run(cfg: FlywheelConfig, data: Path, watch_s: float = 60, echo: Callable[[str], None] = print) -> None:
-    """The whole demo (see the module docstring); the loop keeps running afterwards."""
+def run(cfg: FlywheelConfig, data: Path | None, watch_s: float = 60, echo: Callable[[str], None] = print) -> None:
+    """The whole demo (see the module docstring); the loop keeps running afterwards.
+
+    ``data``: a history folder (None: ``data.path``, else the default data)."""
+    import datasets
+    from datasets.contract import ContractError
     from flywheel.stack import control
 
-    if not (data / "u.data").exists() and not (data / "ratings.csv").exists():
-        raise StackError(f"{data} is not a MovieLens folder (no u.data or ratings.csv): "
-                         "pass DATA=<folder of ml-100k or ml-latest> to make demo")
-    data = data.resolve()
+    data = datasets.resolve(data or cfg.data.path, cfg.data.cache, cfg.data.source, echo).resolve()
+    try:
+        history = datasets.load(data, cfg.data.format, cfg.data.actions)
+    except (FileNotFoundError, ContractError) as exc:
+        raise StackError(f"{exc}\n(pass DATA=<folder> to make demo, or leave DATA empty for the default data)") from None
+    echo(f"data: {data} ({len(history.items)} items, {history.events['user'].nunique()} users, "
+         f"{len(history.events)} events{', with impressions' if history.has_impressions else ''})")
     cfg = with_data(cfg, data)
-    bootstrap(cfg, data, echo)
+    bootstrap(cfg, data, echo, history)
     start_joiner(cfg, echo)
     control.up(cfg, only=LOOP, echo=echo)
     echo("The loop runs: simulator -> /feed + /events -> Kafka -> Flink joiner -> examples -> online trainer"

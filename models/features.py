@@ -3,8 +3,8 @@ parameter-server table each slot's IDs live in, and the tasks the ranker learns.
 
 The backfill writes examples with these slots, the model server serves them (and logs them
 to ``features``), batch and online training read them: one list, so they cannot drift.
-Feature IDs are namespaced per table (genre and user-attribute IDs share the ``attr`` table
-at disjoint offsets, see ``models.movielens``).
+Feature IDs are namespaced per table (item- and user-attribute IDs share the ``attr`` table
+as hashes of distinct prefixes, see ``datasets.history.attr_id``).
 """
 
 from __future__ import annotations

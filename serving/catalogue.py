@@ -1,8 +1,9 @@
-"""What the model server knows about items and users besides embeddings: titles, genres and
-user attributes from a MovieLens-format folder (the same IDs the backfill and simulator use).
+"""What the model server knows about items and users besides embeddings: titles, item and
+user attributes from a history folder read through the data contract (:func:`datasets.load`,
+the same IDs the backfill and simulator use).
 
-An item or user it does not know is served anyway (cold start): no genre or attribute IDs,
-title ``item <id>``.
+An item or user it does not know is served anyway (cold start): no attribute IDs, title
+``item <id>``.
 """
 
 from __future__ import annotations
@@ -12,22 +13,14 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-
-from models.movielens import GENRE_BASE, MovieLens, load
-
-GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-               "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-               "War", "Western"]
 
 
 @dataclass
 class Catalogue:
     titles: dict[int, str] = field(default_factory=dict)
-    genres: dict[int, list[int]] = field(default_factory=dict)  # item -> genre feature IDs
-    genre_names: dict[int, str] = field(default_factory=dict)  # genre feature ID -> name
+    genres: dict[int, list[int]] = field(default_factory=dict)  # item -> attribute feature IDs (the genre slot)
+    genre_names: dict[int, str] = field(default_factory=dict)  # attribute feature ID -> its token
     users: dict[int, list[int]] = field(default_factory=dict)  # user -> attribute feature IDs
-
     def title(self, item: int) -> str:
         return self.titles.get(item, f"item {item}")
 
@@ -47,29 +40,20 @@ class Catalogue:
         return np.concatenate(parts), np.repeat(np.arange(len(parts), dtype=np.int32), lengths)
 
     def genre_labels(self, item: int) -> list[str]:
-        return [self.genre_names.get(g, str(g - GENRE_BASE)) for g in self.genres.get(item, [])]
+        return [self.genre_names.get(g, str(g)) for g in self.genres.get(item, [])]
 
     @classmethod
-    def load(cls, folder: str | Path | None) -> Catalogue:
-        """From a MovieLens folder (either layout); an empty catalogue when ``folder`` is None.
+    def load(cls, folder: str | Path | None, fmt: str = "auto", actions: dict[str, list[str]] | None = None) -> Catalogue:
+        """From a history folder (a contract folder or one an adapter reads); an empty catalogue
+        when ``folder`` is None.
 
         Raises:
-          FileNotFoundError: the folder holds no MovieLens files (says which were expected).
+          FileNotFoundError: the folder holds no history (says which files were expected).
+          datasets.contract.ContractError: it breaks the data contract.
         """
         if not folder:
             return cls()
-        folder = Path(folder)
-        data: MovieLens = load(folder)
-        if (folder / "u.item").exists():
-            items = pd.read_csv(folder / "u.item", sep="|", header=None, encoding="latin-1", usecols=[0, 1])
-            titles = dict(zip(items[0].astype(int), items[1].astype(str)))
-            names = {GENRE_BASE + i: n for i, n in enumerate(GENRES_100K)}
-        else:
-            movies = pd.read_csv(folder / "movies.csv")
-            titles = dict(zip(movies["movieId"].astype(int), movies["title"].astype(str)))
-            order: dict[str, int] = {}
-            for gs in movies["genres"]:
-                for g in str(gs).split("|"):
-                    order.setdefault(g, len(order))
-            names = {GENRE_BASE + i: n for n, i in order.items()}
-        return cls(titles, data.genres, names, data.users)
+        from datasets import load
+
+        data = load(folder, fmt, actions)
+        return cls(data.titles, data.item_attrs, data.attr_names, data.user_attrs)

@@ -1,6 +1,6 @@
 """The user simulator: the traffic source of the closed loop.
 
-A MovieLens-format history plays a population of users against the running model server over
+A history (any source the data contract reads, datasets/) plays a population of users against the running model server over
 HTTP: the held-out (latest) ratings become sessions that ask for feeds, and what each user
 does with the shown items, decided from their ratings and genre tastes, is posted back as
 ``Action`` events, some of them late. Run it with ``flywheel simulate``.
@@ -13,5 +13,5 @@ does with the shown items, decided from their ratings and genre tastes, is poste
 - ``freshness.py``: probes of the loop's freshness (an action -> the serving PS's row).
 
 Nothing is imported here, so a light module (``late``, ``metrics``) does not pull in the
-population's MovieLens loader (``models/`` loads TensorFlow).
+population's history loader (pandas).
 """

@@ -1,12 +1,12 @@
-"""Replay: the held-out ratings of a MovieLens history as live users of the model server.
+"""Replay: the held-out events of a history as live users of the model server.
 
-Each held-out rating is a session (simulator/population.py): the user asks for a feed of
+Each held-out request is a session (simulator/population.py): the user asks for a feed of
 ``k`` items, acts on it, and the actions are posted as ``Action`` events carrying the feed's
 ``request_id``, each item and ``event_time`` = the wall clock (ms) when the feed arrived:
 the closed loop runs in real time, whatever the data's dates.
 
 Timing (seconds of a monotonic clock): session i is due ``(t_i - t_0) / speedup`` after the
-start, ``t`` being the ratings' unix times (``speedup`` 0: all at once), and never sooner than
+start, ``t`` being the events' unix times (``speedup`` 0: all at once), and never sooner than
 ``1 / rate`` after the previous feed request. After the last session the replay starts over,
 one mean gap later, unless ``once``. A ``late_share`` of the actions is held back and posted
 ``late_delay_s`` later with its original ``event_time`` (simulator/late.py). After
@@ -17,7 +17,7 @@ that ends by ``duration_s`` still posts its held-back actions when they are due.
 
 Example::
 
-    sim = Simulator(load_population("../shared/datasets/ml-100k"), "http://127.0.0.1:8000", rate=20)
+    sim = Simulator(load_population("ml-100k/"), "http://127.0.0.1:8000", rate=20)
     sim.run(duration_s=60)
     sim.metrics.summary()
 """
@@ -105,14 +105,15 @@ class Simulator:
 
         Raises:
           ConfigError: ``simulator.k`` is above ``serving.max_k``.
-          FileNotFoundError: no MovieLens folder given, or it holds no ratings.
+          FileNotFoundError: no data folder given, or it holds no history.
+          datasets.contract.ContractError: the folder breaks the data contract.
         """
         s = cfg.simulator
         if s.k > cfg.serving.max_k:
             raise ConfigError(f"simulator.k = {s.k} is above serving.max_k = {cfg.serving.max_k}: the server would "
                               "refuse every feed; lower FLYWHEEL__SIMULATOR__K or raise serving.max_k")
-        population = load_population(data if data is not None else s.data, s.holdout, base_rate=s.base_click_rate,
-                                     seed=s.seed)
+        population = load_population(data if data is not None else s.data, s.holdout, cfg.data.format,
+                                     cfg.data.actions, base_rate=s.base_click_rate, seed=s.seed)
         return cls(population, f"http://{cfg.stack.host}:{cfg.serving.port}", k=s.k,
                    speedup=s.speedup if speedup is None else speedup, rate=s.rate if rate is None else rate,
                    late_share=s.late_share, late_delay_s=s.late_delay_s, drift_after_s=s.drift_after_s,
@@ -127,9 +128,9 @@ class Simulator:
         Returns the sessions run.
 
         Args:
-          once: one pass over the held-out ratings.
+          once: one pass over the held-out requests.
           duration_s: start no session after this many seconds.
-          users: only the first ``users`` users of the held-out ratings.
+          users: only the first ``users`` users of the held-out requests.
         """
         self._start = time.monotonic()
         self._deadline = self._stop_at = math.inf if duration_s is None else self._start + duration_s

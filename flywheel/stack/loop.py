@@ -3,11 +3,11 @@ on demand (``flywheel demo``, or ``flywheel up --only model-server`` ...), not b
 
 - ``model-server``: ``flywheel serve`` (feed API, event collector, /metrics);
 - ``online-trainer``: ``flywheel online-train`` (examples -> training PS; /metrics);
-- ``simulator``: ``flywheel simulate`` (MovieLens users requesting feeds and acting on them);
+- ``simulator``: ``flywheel simulate`` (a history's users requesting feeds and acting on them);
 - ``joiner-keeper``: ``flywheel joiner keep`` (resubmits the Flink joiner when its JobManager
   lost it; see flywheel/joiner_job.py).
 
-A MovieLens folder configured as ``serving.catalogue`` / ``simulator.data`` is passed to the
+A history folder configured as ``serving.catalogue`` / ``simulator.data`` is passed to the
 programs' environment, so a value given to ``flywheel demo`` reaches the supervised processes.
 """
 

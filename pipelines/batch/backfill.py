@@ -1,4 +1,4 @@
-"""Backfill: a MovieLens-format interaction history -> landed example partitions on HDFS.
+"""Backfill: an interaction history (the data contract, datasets/) -> landed example partitions on HDFS.
 
 So the first ``daily_retrain`` has data before any live traffic, the history is written
 exactly where the joiner lands examples (``joiner.examples_dir``), in the same Parquet schema
@@ -6,15 +6,16 @@ exactly where the joiner lands examples (``joiner.examples_dir``), in the same P
 
     <examples_dir>/dt=YYYY-MM-DD/hour=HH/backfill.parquet
 
-- Each rating is a click (``like`` = rating >= 4, ``finish`` = 5) on an item served at
-  position 0; ``negatives`` unrated items per rating are impressions that got no action
-  (all labels 0, ``sample_rate`` 1: down-sampling is the batch pipeline's job). MovieLens
-  has no impressions; this is the usual stand-in.
+- Each ``(user, item, request)`` of the history is one example, labelled through
+  ``data.actions``. A history with impressions gives its own negatives (shown, no positive
+  action, as the joiner does live); one without (MovieLens) gets ``negatives`` items the user
+  never engaged with per positive (all labels 0, ``sample_rate`` 1: down-sampling is the
+  batch pipeline's job).
 - Time is moved so the history ends on ``end_date`` (default: yesterday, UTC), and squeezed
   into ``days`` days when given (ml-100k spans 7 months; ``--days 14`` gives 14 busy days).
 - Idempotent: a day it writes is replaced whole (written aside, then swapped in).
 
-Run: ``flywheel backfill --data ../shared/datasets/ml-100k --days 14``.
+Run: ``flywheel import <folder> --days 14`` (checks the folder against the contract first).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datasets.history import Dataset, examples
 from models.features import HISTORY
-from models.movielens import MovieLens, examples
 from streaming.schemas import SCHEMA_VERSION, TASKS
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ SCHEMA = pa.schema([
 
 
 def retime(ratings: pd.DataFrame, end_date: date, days: float | None) -> pd.DataFrame:
-    """Ratings with ``time`` (unix s) moved to end on ``end_date`` 23:59:59 UTC, squeezed into
+    """Events with ``time`` (unix s) moved to end on ``end_date`` 23:59:59 UTC, squeezed into
     ``days`` days when given; order and relative spacing are kept."""
     end = datetime(end_date.year, end_date.month, end_date.day, 23, 59, 59, tzinfo=timezone.utc).timestamp()
     first, last = ratings["time"].min(), ratings["time"].max()
@@ -59,12 +60,13 @@ def retime(ratings: pd.DataFrame, end_date: date, days: float | None) -> pd.Data
     return out
 
 
-def example_rows(data: MovieLens, end_date: date, days: float | None = None, negatives: int = 4,
+def example_rows(data: Dataset, end_date: date, days: float | None = None, negatives: int = 4,
                  seed: int = 0) -> pd.DataFrame:
-    """Every rating (and its sampled impressions) as landed-example rows, with ``dt`` and ``hour``."""
-    ratings = retime(data.ratings, end_date, days)
-    rows = pd.DataFrame(examples(data, ratings, negatives=negatives, history=HISTORY, seed=seed))
-    rows["request_id"] = [f"bf-{u}-{t}" for u, t in zip(rows["user_id"], rows["event_time"])]
+    """Every event (and, without impressions, its sampled negatives) as landed-example rows,
+    with ``dt`` and ``hour``."""
+    events = retime(data.events, end_date, days)
+    rows = pd.DataFrame(examples(data, events, negatives=negatives, history=HISTORY, seed=seed))
+    rows["request_id"] = "bf-" + rows["request_id"].astype(str)
     rows["labels"] = [{t: int(labels.get(t, 0)) for t in TASKS} for labels in rows["labels"]]
     rows["sparse"] = [[(k, [int(i) for i in v]) for k, v in s.items()] for s in rows["sparse"]]
     rows["dense"] = [list(d.items()) for d in rows["dense"]]
@@ -100,17 +102,19 @@ def write_partitions(fs, root: str, rows: pd.DataFrame) -> dict[str, int]:
 
 
 def backfill(cfg, data_path: str, end_date: date | None = None, days: float | None = None,
-             negatives: int = 4, seed: int = 0) -> dict[str, int]:
-    """Load a MovieLens folder and land it under ``joiner.examples_dir``; rows per day."""
+             negatives: int = 4, seed: int = 0, data: Dataset | None = None) -> dict[str, int]:
+    """Load a history (checked against the contract) and land it under ``joiner.examples_dir``;
+    rows per day. ``data``: the history already loaded from ``data_path``."""
+    from datasets import load
     from flywheel.hdfs import webhdfs
-    from models.movielens import load
 
-    if not str(data_path).strip():
-        raise ValueError("no MovieLens folder given: pass the folder holding u.data (ml-100k) or ratings.csv")
+    if data is None and not str(data_path).strip():
+        raise ValueError("no data folder given: pass a contract folder (docs/data.md) or a MovieLens release")
     if not cfg.joiner.examples_dir:
         raise ValueError("joiner.examples_dir is empty: the backfill lands where the joiner does; set it")
     end_date = end_date or (datetime.now(timezone.utc).date() - timedelta(days=1))
-    rows = example_rows(load(data_path), end_date, days, negatives, seed)
+    data = data if data is not None else load(data_path, cfg.data.format, cfg.data.actions)
+    rows = example_rows(data, end_date, days, negatives, seed)
     written = write_partitions(webhdfs(cfg), cfg.joiner.examples_dir.rstrip("/"), rows)
     log.info("backfilled %d examples into %d days ending %s", len(rows), len(written), end_date)
     return written

@@ -62,7 +62,7 @@ def plan(cfg: FlywheelConfig, params: RetrainParams) -> dict:
     fs, root = webhdfs(cfg), cfg.joiner.examples_dir.rstrip("/")
     train = day_range(params.date, params.train_days)
     files = landed_days(fs, root, train + [params.date])
-    fix = ("land examples first: run the backfill_movielens DAG (or 'flywheel backfill --data <MovieLens folder>'), "
+    fix = ("land examples first: run the backfill_history DAG (or 'flywheel import <folder>'), "
            "or check that the joiner lands examples ('make joiner-status')")
     if not files[params.date]:
         raise NoData(f"no landed examples for the evaluation day {params.date} under "

@@ -39,7 +39,7 @@ def running_loop(stack, folder: Path):
     """Yields {cfg, url, metrics (the trainer's), catalogue, ps (a serving PSClient)}; stops
     what it started."""
     if champion(stack) is None:
-        flywheel("backfill", "--data", str(folder), "--end-date", EVAL_DAY, "--days", "4", "--negatives", "2")
+        flywheel("import", str(folder), "--end-date", EVAL_DAY, "--days", "4", "--negatives", "2")
         flywheel("retrain", "--date", EVAL_DAY, "--mode", "scratch", "--epochs", str(EPOCHS), "--train-days", "3",
                  "--force-publish")
     started_joiner = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from flywheel import chaos
-from models.synthetic import write_movielens
+from datasets.movielens_sample import write_movielens
 from tests.integration.loop_stack import running_loop
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from flywheel.airflow_client import AirflowClient, AirflowRunFailed
 from flywheel.hdfs import webhdfs
 from models.sparse import LocalTables
-from models.synthetic import write_movielens
+from datasets.movielens_sample import write_movielens
 from pipelines.batch.backfill import backfill
 from pipelines.batch.datasets import parquet_files
 from pipelines.batch.publish import champion

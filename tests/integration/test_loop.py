@@ -27,7 +27,7 @@ from kafka import KafkaConsumer
 from flywheel.prometheus import scrape, value
 from flywheel.secrets import kafka_args
 from flywheel.stack.supervisor import Supervisor
-from models.synthetic import write_movielens
+from datasets.movielens_sample import write_movielens
 from simulator.freshness import probe_once
 from tests.integration.loop_stack import running_loop, wait
 

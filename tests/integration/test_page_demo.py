@@ -15,7 +15,7 @@ from playwright.sync_api import sync_playwright
 
 from flywheel.config import REPO_ROOT
 from flywheel.stack import control
-from models.synthetic import write_movielens
+from datasets.movielens_sample import write_movielens
 from tests.integration.loop_stack import running_loop
 
 pytestmark = pytest.mark.integration

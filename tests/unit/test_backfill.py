@@ -1,4 +1,4 @@
-"""Backfill: MovieLens -> landed example partitions (schema, time moves, idempotent days)."""
+"""Backfill: a history (MovieLens through its adapter) -> landed example partitions (schema, time moves, idempotent days)."""
 
 from datetime import date
 
@@ -6,8 +6,8 @@ import fsspec
 import pyarrow.parquet as pq
 import pytest
 
-from models.movielens import load
-from models.synthetic import write_movielens
+from datasets import load
+from datasets.movielens_sample import write_movielens
 from pipelines.batch.backfill import SCHEMA, example_rows, retime, write_partitions
 from streaming.schemas import Example
 
@@ -18,7 +18,7 @@ def data(tmp_path):
 
 
 def test_history_moves_to_end_on_the_date_and_squeezes_into_days(data):
-    moved = retime(data.ratings, date(2026, 11, 23), days=4)
+    moved = retime(data.events, date(2026, 11, 23), days=4)
     assert moved["time"].max() == 1_795_478_399  # 2026-11-23T23:59:59Z
     assert moved["time"].max() - moved["time"].min() < 4 * 86400
     assert list(moved["time"]) == sorted(moved["time"])
@@ -28,7 +28,7 @@ def test_rows_are_valid_examples_in_their_hour(data):
     rows = example_rows(data, date(2026, 11, 23), days=4, negatives=2)
     assert set(rows["dt"]) <= {f"2026-11-{d}" for d in (20, 21, 22, 23)}
     positives = rows[[labels["click"] == 1 for labels in rows["labels"]]]
-    assert len(positives) == len(data.ratings) and len(rows) <= 3 * len(data.ratings)
+    assert len(positives) == len(data.events) and len(rows) <= 3 * len(data.events)
     for _, row in rows.head(50).iterrows():
         Example.model_validate({**{k: row[k] for k in Example.model_fields if k not in ("sparse", "dense")},
                                 "sparse": dict(row["sparse"]), "dense": dict(row["dense"])}, strict=False)

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_movielens_experiment_runs_on_tiny_generated_data(tmp_path):
     rng = np.random.default_rng(0)
-    rows = [(u, int(rng.integers(1, 41)), int(rng.integers(1, 6)), 1000 + n)
+    rows = [(u, int(rng.integers(1, 41)), int(rng.integers(1, 6)), 880_000_000 + n)
             for n, u in enumerate(rng.integers(1, 31, size=600))]
     (tmp_path / "u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows))
     out = subprocess.run([sys.executable, str(REPO / "experiments/movielens.py"), "--data", str(tmp_path),
@@ -31,7 +31,7 @@ def test_movielens_experiment_runs_on_tiny_generated_data(tmp_path):
 
 
 def test_online_vs_batch_experiment_runs_on_tiny_generated_data(tmp_path):
-    from models.synthetic import write_movielens
+    from datasets.movielens_sample import write_movielens
 
     write_movielens(tmp_path / "ml", users=30, items=25, ratings_per_user=10, days=3)
     out = subprocess.run([sys.executable, str(REPO / "experiments/online_vs_batch.py"), "--data", str(tmp_path / "ml"),

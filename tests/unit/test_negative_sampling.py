@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from flywheel.paths import REPO_ROOT
-from models.movielens import load
-from models.synthetic import write_movielens
+from datasets import load
+from datasets.movielens_sample import write_movielens
 from pipelines.batch.backfill import example_rows, write_partitions
 from pipelines.batch.negative_sampling import popularity, run
 from streaming.sampling import uniform

@@ -1,4 +1,4 @@
-"""The user simulator: the population's split and action rules (ratings, genre taste, seeds,
+"""The user simulator: the population's split and action rules (levels, attribute taste, seeds,
 drift), late actions, and the replay over real HTTP against a small stand-in of the model
 server (the server itself is tested in test_feed.py and the integration tests)."""
 
@@ -17,16 +17,24 @@ import pytest
 import requests
 
 from flywheel.config import ConfigError, load_config
-from models.movielens import GENRE_BASE, load
-from models.synthetic import write_movielens
+from datasets import load
+from datasets.history import attr_id
+from datasets.movielens_sample import write_movielens
 from simulator.client import GaveUp, ModelServerClient
 from simulator.late import LateActions, split_late
 from simulator.metrics import SimulatorMetrics
-from simulator.population import Population, actions_for_rating
+from simulator.population import Population, actions_for_level
 from simulator.replay import Simulator, session_offsets
 from streaming.schemas import Action, parse_action
 
-DRAMA, COMEDY, HORROR = GENRE_BASE + 7, GENRE_BASE + 4, GENRE_BASE + 10
+DRAMA, COMEDY, HORROR = (attr_id("items", f"genre={g}") for g in ("Drama", "Comedy", "Horror"))
+STARS = {5: (1, 1, 1), 4: (1, 1, 0), 3: (1, 0, 0), 1: (0, 0, 0)}  # a rating as click, like, finish (1: skipped)
+
+
+def events(rows) -> pd.DataFrame:
+    """(user, item, stars, time) rows as ``Dataset.events``."""
+    return pd.DataFrame([(u, i, t, f"{u}@{t}", 0, *STARS[r], 0) for u, i, r, t in rows],
+                        columns=["user", "item", "time", "request", "position", "click", "like", "finish", "share"])
 
 
 @pytest.fixture(scope="module")
@@ -36,23 +44,23 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def population(folder):
-    return Population.from_movielens(load(folder), holdout=0.2, seed=3)
+    return Population.from_dataset(load(folder), holdout=0.2, seed=3)
 
 
 def tastes() -> Population:
-    """User 1 loves drama (5 stars), hates horror (1 star); comedy unrated. Item 9 is held out."""
+    """User 1 loves drama (finishes), skips horror; comedy unseen. Item 9 is held out."""
     genres = {i: [DRAMA] for i in range(1, 6)} | {i: [HORROR] for i in range(6, 9)} | {9: [DRAMA], 10: [COMEDY],
                                                                                        11: [DRAMA], 12: [HORROR]}
     rows = [(1, i, 5, 100 + i) for i in range(1, 6)] + [(1, i, 1, 200 + i) for i in range(6, 9)]
     rows += [(2, 10, 3, 300)]  # someone rated comedy
-    known = pd.DataFrame(rows, columns=["user", "item", "rating", "time"])
-    heldout = pd.DataFrame([(1, 9, 2, 900), (2, 11, 4, 901)], columns=["user", "item", "rating", "time"])
+    known = events(rows)
+    heldout = events([(1, 9, 1, 900), (2, 11, 4, 901)])
     return Population(known, heldout, genres, seed=0)
 
 
 # -- population ------------------------------------------------------------------------------
-def test_the_latest_ratings_are_the_sessions(population, folder):
-    ratings = load(folder).ratings
+def test_the_latest_requests_are_the_sessions(population, folder):
+    ratings = load(folder).events
     sessions = population.sessions()
     assert sessions["time"].is_monotonic_increasing
     assert sessions["time"].min() >= ratings["time"].quantile(0.8)
@@ -62,37 +70,36 @@ def test_the_latest_ratings_are_the_sessions(population, folder):
     assert len(first3) == sessions["user"].isin(first3["user"]).sum()
 
 
-@pytest.mark.parametrize("rating, actions", [
-    (5, ("click", "like", "finish")), (4.5, ("click", "like")), (4, ("click", "like")),
-    (3.5, ("click",)), (3, ("click",)), (2.5, ("skip",)), (1, ("skip",)),
+@pytest.mark.parametrize("level, actions", [
+    (3, ("click", "like", "finish")), (2, ("click", "like")), (1, ("click",)), (0, ("skip",)), (5, ("click", "like", "finish")),
 ])
-def test_a_rating_stands_for_actions(rating, actions):
-    assert actions_for_rating(rating) == actions
+def test_a_level_stands_for_actions(level, actions):
+    assert actions_for_level(level) == actions
 
 
-def test_a_held_out_item_is_acted_on_by_its_rating(population):
+def test_a_held_out_item_is_acted_on_by_its_level(population):
     rng = np.random.default_rng(0)
-    for user, item, rating in population.heldout[["user", "item", "rating"]].head(30).itertuples(index=False):
+    for user, item, level in population.heldout[["user", "item", "level"]].head(30).itertuples(index=False):
         reactions = population.respond(user, [item], rng)
-        assert [r.action for r in reactions] == list(actions_for_rating(rating))
+        assert [r.action for r in reactions] == list(actions_for_level(level))
         assert {r.item_id for r in reactions} == {item}
 
 
 def test_unrated_items_follow_the_genre_taste():
     p = tastes()
-    assert p.rating(1, 9) == 2 and p.rating(1, 11) is None
+    assert p.level(1, 9) == 0 and p.level(1, 11) is None
     liked, average, hated = p.click_probability(1, 11), p.click_probability(1, 10), p.click_probability(1, 12)
     assert liked > 0.1 > average > hated  # a drama is likelier than a comedy, than a horror film
     assert p.affinity(1)[DRAMA] > p.affinity(1)[COMEDY] > p.affinity(1)[HORROR]
     rng = np.random.default_rng(0)
     clicks = sum(any(r.action == "click" for r in p.respond(1, [11], rng)) for _ in range(2000))
     assert clicks / 2000 == pytest.approx(liked, abs=0.04)
-    assert [r.action for r in p.respond(1, [9], rng)] == ["skip"]  # held out at 2 stars: by rating
+    assert [r.action for r in p.respond(1, [9], rng)] == ["skip"]  # held out as skipped: by its level
 
 
 def test_unrated_items_are_clicked_at_a_low_base_rate(population):
     users = population.heldout["user"].unique()[:10]
-    p = [population.click_probability(u, i) for u in users for i in range(1, 61) if population.rating(u, i) is None]
+    p = [population.click_probability(u, i) for u in users for i in range(1, 61) if population.level(u, i) is None]
     assert 0.03 < np.mean(p) < 0.15
 
 
@@ -112,7 +119,7 @@ def test_drift_rotates_each_users_tastes_the_same_way_every_run():
     assert p.click_probability(1, 11, drifted=True) < p.click_probability(1, 11)
     rng = np.random.default_rng(0)
     drifted = [r.action for _ in range(300) for r in p.respond(1, [9], rng, drifted=True)]
-    assert "skip" not in drifted  # the held-out rating describes the old taste: by affinity now
+    assert "skip" not in drifted  # the held-out event describes the old taste: by affinity now
 
 
 # -- timing and late actions ------------------------------------------------------------------
@@ -209,7 +216,7 @@ class FakeModelServer:
 
 
 def held_out_first(population: Population):
-    """A feed showing the user's held-out items first (so they act by rating), then others."""
+    """A feed showing the user's held-out items first (so they act by their level), then others."""
     def items_for(user: int) -> list[int]:
         rated = population.heldout.loc[population.heldout["user"] == user, "item"].tolist()
         return list(dict.fromkeys(rated + list(range(1, 61))))
@@ -248,8 +255,8 @@ def test_replay_posts_valid_actions_on_the_feeds_it_got_and_retries_503(populati
     for a in actions:
         user, items = server.feeds[a.request_id]  # the feed that showed the item
         assert a.user_id == user and a.item_id in items
-        if (rating := population.rating(user, a.item_id)) is not None:
-            assert a.action in actions_for_rating(rating)
+        if (level := population.level(user, a.item_id)) is not None:
+            assert a.action in actions_for_level(level)
     for action in {a.action for a in actions}:
         assert m.value("flywheel_simulator_actions_total", action=action) == sum(a.action == action for a in actions)
 

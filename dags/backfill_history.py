@@ -1,15 +1,18 @@
-"""# backfill_movielens
+"""# backfill_history
 
-Lands a MovieLens-format interaction history as example partitions on HDFS, exactly where
+Checks an interaction history against the data contract (`docs/data.md`: a contract folder,
+a MovieLens release or a Taobao UserBehavior log) and lands it as example partitions on HDFS,
+exactly where
 and how the joiner lands live examples (`joiner.examples_dir/dt=/hour=`, Parquet, `_SUCCESS`
 per hour), so `daily_retrain` has data before any live traffic and a fresh stack can
 bootstrap a `champion`.
 
 The history is moved to end on `end_date` (empty: yesterday) and squeezed into `days` days
-when given. Each day it writes is replaced whole: re-running is safe. Ratings are clicks
-(`like` = 4+, `finish` = 5); `negatives` unrated items per rating stand in for impressions.
+when given. Each day it writes is replaced whole: re-running is safe. Actions become task
+labels through the config's `data.actions`; a history with impressions gives its own
+negatives, one without (MovieLens) gets `negatives` sampled items per positive.
 
-Code: `pipelines/batch/backfill.py`. By hand: `flywheel backfill --data <folder>`.
+Code: `pipelines/batch/backfill.py`. By hand: `flywheel import <folder>`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ CFG = load_config()
 
 
 @dag(
-    dag_id="backfill_movielens",
+    dag_id="backfill_history",
     schedule=None,
     catchup=False,
     max_active_runs=1,
@@ -33,29 +36,34 @@ CFG = load_config()
     doc_md=__doc__,
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1), "execution_timeout": timedelta(hours=2)},
     params={
-        "data": Param("", type="string", title="MovieLens folder",
-                      description="a folder on the Airflow host with u.data (ml-100k) or ratings.csv"),
+        "data": Param("", type="string", title="History folder",
+                      description="a folder on the Airflow host: items + interactions (the data contract), "
+                                  "a MovieLens release or UserBehavior.csv; empty: data.path, else the default data"),
         "days": Param(14, type=["null", "number"], minimum=1, title="Days",
                       description="squeeze the history into this many days; empty: keep its span"),
         "end_date": Param("", type="string", pattern=r"^(\d{4}-\d{2}-\d{2})?$", title="Last day",
                           description="YYYY-MM-DD; empty: yesterday (UTC)"),
-        "negatives": Param(4, type="integer", minimum=0, maximum=50, title="Impressions per rating"),
+        "negatives": Param(4, type="integer", minimum=0, maximum=50, title="Sampled negatives per positive",
+                           description="only for histories without impressions (MovieLens)"),
     },
 )
-def backfill_movielens():
+def backfill_history():
     @task.external_python(python=ML_ENV_PYTHON, expect_airflow=False,
                           outlets=[Asset(f"{CFG.hdfs_uri}{CFG.joiner.examples_dir}")])
     def land(data: str, days: str, end_date: str, negatives: str) -> dict:
         """Land the history; returns examples written per day."""
         from datetime import date
 
+        import datasets
         from flywheel.config import load_config
         from pipelines.batch.backfill import backfill
 
-        return backfill(load_config(), data, date.fromisoformat(end_date) if end_date else None,
+        cfg = load_config()
+        data = str(datasets.resolve(data or cfg.data.path, cfg.data.cache, cfg.data.source))
+        return backfill(cfg, data, date.fromisoformat(end_date) if end_date else None,
                         float(days) if days not in ("", "None") else None, int(negatives))
 
     land("{{ params.data }}", "{{ params.days }}", "{{ params.end_date }}", "{{ params.negatives }}")
 
 
-backfill_movielens()
+backfill_history()

@@ -4,7 +4,7 @@ data with it; nothing is downloaded.
 
 Example::
 
-    from models.synthetic import write_movielens
+    from datasets.movielens_sample import write_movielens
     write_movielens("/tmp/ml-synth", users=200, items=120, ratings_per_user=30, days=10)
 """
 
