@@ -175,7 +175,7 @@ def resolve_data(arg: str | None, tmp: Path) -> tuple[Path, str]:
     import datasets
 
     cfg = load_config()
-    folder = datasets.resolve(cfg.data.path, cfg.data.cache, cfg.data.source)
+    folder = datasets.resolve(cfg.data.path, cfg.data)
     return folder.resolve(), "default: " + folder.name
 
 

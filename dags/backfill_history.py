@@ -59,7 +59,7 @@ def backfill_history():
         from pipelines.batch.backfill import backfill
 
         cfg = load_config()
-        data = str(datasets.resolve(data or cfg.data.path, cfg.data.cache, cfg.data.source))
+        data = str(datasets.resolve(data or cfg.data.path, cfg.data))
         return backfill(cfg, data, date.fromisoformat(end_date) if end_date else None,
                         float(days) if days not in ("", "None") else None, int(negatives))
 

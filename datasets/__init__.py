@@ -28,7 +28,7 @@ def read_tables(folder: str | Path, fmt: str = "auto", actions: dict[str, list[s
       FileNotFoundError: no such folder, or no format recognised (lists what each expects).
       datasets.contract.ContractError: a contract folder (or an adapter's output) breaks the contract.
     """
-    from datasets import contract, movielens
+    from datasets import contract, movielens, retail
 
     folder = Path(folder)
     if fmt not in FORMATS:
@@ -40,9 +40,7 @@ def read_tables(folder: str | Path, fmt: str = "auto", actions: dict[str, list[s
         return contract.read(folder, actions)
     if fmt == "movielens" or (fmt == "auto" and movielens.is_movielens(folder)):
         return contract.check(movielens.tables(folder), f"the MovieLens adapter on {folder}", actions)
-    if fmt == "retail" or (fmt == "auto" and (folder / "UserBehavior.csv").exists()):
-        from datasets import retail
-
+    if fmt == "retail" or (fmt == "auto" and retail.is_retail(folder)):
         return contract.check(retail.tables(folder), f"the retail adapter on {folder}", actions)
     raise FileNotFoundError(
         f"{folder} holds no history Flywheel reads: expected items.csv|parquet + interactions.csv|parquet "
@@ -56,10 +54,14 @@ def load(folder: str | Path, fmt: str = "auto", actions: dict[str, list[str]] | 
     return from_tables(read_tables(folder, fmt, actions), actions)
 
 
-def resolve(path: str | Path | None, cache: Path, source: str = "auto", echo=print) -> Path:
-    """``path`` when given, else the default data (``datasets.default``: fetched or generated)."""
+def resolve(path: str | Path | None, settings, echo=print) -> Path:
+    """``path`` when given, else the default data (:func:`datasets.default.default_data`).
+
+    Args:
+      settings: the config's ``data`` section (``cache``, ``source``, ``synthetic``).
+    """
     if path:
         return Path(path)
     from datasets.default import default_data
 
-    return default_data(Path(cache), source, echo=echo)
+    return default_data(Path(settings.cache), settings.source, echo=echo, synthetic=settings.synthetic.model_dump())

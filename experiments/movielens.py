@@ -185,7 +185,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = load_config()
-    args.data = resolve(args.data or cfg.data.path, cfg.data.cache, cfg.data.source)
+    args.data = resolve(args.data or cfg.data.path, cfg.data)
     data = load(args.data, cfg.data.format, cfg.data.actions)
     train, test = time_split(data.events, 0.2)
     print(f"{len(train)} training and {len(test)} test events; {len(data.items)} items", flush=True)

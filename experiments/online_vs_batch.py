@@ -311,7 +311,7 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     intervals = {text.strip(): parse_interval(text) for text in args.intervals.split(",") if text.strip()}
     cfg = load_config()
-    folder = resolve(args.data or cfg.data.path, cfg.data.cache, cfg.data.source)
+    folder = resolve(args.data or cfg.data.path, cfg.data)
     days = days_of(load(folder, cfg.data.format, cfg.data.actions), args.days, args.negatives, args.seed)
     evaluated = [d for d in range(len(days)) if days[d]][-args.eval_days:]
     if not evaluated or evaluated[0] == 0:

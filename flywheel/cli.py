@@ -16,7 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
 def friendly(fn):
-    """Turn the errors we expect (bad config, stack problems) into one clear message, exit 2."""
+    """Turn the errors we expect (bad config, stack problems, data that breaks the contract or
+    cannot be fetched) into one clear message, exit 2."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -25,6 +26,14 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except (ConfigError, StackError) as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+        except (ValueError, RuntimeError) as exc:
+            from datasets.contract import ContractError
+            from datasets.default import DataUnavailable
+
+            if not isinstance(exc, (ContractError, DataUnavailable)):
+                raise
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
 
@@ -296,13 +305,12 @@ def import_(
     problem), then land it as example partitions on HDFS where the joiner lands live ones, so a
     daily retrain has data before any live traffic. Exit 2 on a contract problem."""
     import datasets
-    from datasets.contract import ContractError
 
     cfg = load_config()
-    folder = datasets.resolve(data or cfg.data.path, cfg.data.cache, cfg.data.source, typer.echo)
+    folder = datasets.resolve(data or cfg.data.path, cfg.data, typer.echo)
     try:
         history = datasets.load(folder, fmt or cfg.data.format, cfg.data.actions)
-    except (FileNotFoundError, ContractError) as exc:
+    except FileNotFoundError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     events = history.events
@@ -436,7 +444,7 @@ def chaos(
     if simulator and not (data or cfg.simulator.data):
         import datasets
 
-        data = str(datasets.resolve(cfg.data.path, cfg.data.cache, cfg.data.source, typer.echo))
+        data = str(datasets.resolve(cfg.data.path, cfg.data, typer.echo))
     chaos_run.run(cfg, names * rounds, gap_s=(float(low), float(high or low)), rate=rate, seed=seed,
                   data=(data or cfg.simulator.data) if simulator else None, echo=typer.echo)
 

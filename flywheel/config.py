@@ -388,6 +388,15 @@ class SimulatorConfig(_Section):
     _port = field_validator("metrics_port")(_check_port)
 
 
+class SyntheticConfig(_Section):
+    """The synthetic world's size (``datasets.synthetic.world``): the default data offline."""
+
+    users: int = Field(600, ge=1)
+    items: int = Field(1000, ge=1)
+    days: float = Field(30, gt=0)  # of sessions; items keep arriving over them
+    seed: int = 0
+
+
 class DataConfig(_Section):
     """The interaction history (datasets/): where it is, how its actions map to tasks.
 
@@ -400,6 +409,7 @@ class DataConfig(_Section):
     source: str = Field("auto", pattern="^(auto|movielens|synthetic)$")  # the default data when path is null
     cache: Path = REPO_ROOT / ".flywheel-data"  # fetched and generated default data (kept by make clean)
     actions: dict[str, list[str]] = {}  # action name -> tasks it is a positive for ({}: datasets.contract.DEFAULT_ACTIONS)
+    synthetic: SyntheticConfig = SyntheticConfig()
 
     @field_validator("actions")
     @classmethod

@@ -114,12 +114,13 @@ def run(cfg: FlywheelConfig, data: Path | None, watch_s: float = 60, echo: Calla
     ``data``: a history folder (None: ``data.path``, else the default data)."""
     import datasets
     from datasets.contract import ContractError
+    from datasets.default import DataUnavailable
     from flywheel.stack import control
 
-    data = datasets.resolve(data or cfg.data.path, cfg.data.cache, cfg.data.source, echo).resolve()
     try:
+        data = datasets.resolve(data or cfg.data.path, cfg.data, echo).resolve()
         history = datasets.load(data, cfg.data.format, cfg.data.actions)
-    except (FileNotFoundError, ContractError) as exc:
+    except (FileNotFoundError, ContractError, DataUnavailable) as exc:
         raise StackError(f"{exc}\n(pass DATA=<folder> to make demo, or leave DATA empty for the default data)") from None
     echo(f"data: {data} ({len(history.items)} items, {history.events['user'].nunique()} users, "
          f"{len(history.events)} events{', with impressions' if history.has_impressions else ''})")
