@@ -20,6 +20,7 @@ RUN uv venv --python /usr/local/bin/python3.11 .venv/ml \
  && uv pip sync --python .venv/ml/bin/python requirements.txt
 COPY pyproject.toml CMakeLists.txt ./
 COPY flywheel/ flywheel/
+COPY datasets/ datasets/
 COPY models/ models/
 COPY streaming/ streaming/
 COPY pipelines/ pipelines/

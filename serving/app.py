@@ -248,8 +248,8 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
             if s.candidate_rows_refresh_s > 0 else None
         if state["candidate_rows"] is not None:
             metrics.watch_candidate_rows(state["candidate_rows"])
-        catalogue = catalogue or Catalogue.load(s.catalogue, cfg.data.format, cfg.data.actions)
-        state["feed"] = FeedBuilder(state["loader"], catalogue,
+        items = catalogue or Catalogue.load(s.catalogue, cfg.data.format, cfg.data.actions)
+        state["feed"] = FeedBuilder(state["loader"], items,
                                     Histories(per_user=s.history), s.candidates, s.task_weights,
                                     state["candidate_rows"], s.forward)
         state["panels"] = Panels(cfg, metrics.samples, state["loader"], joiner_job.job_name(cfg))

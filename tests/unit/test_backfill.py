@@ -46,3 +46,17 @@ def test_days_are_replaced_whole_and_read_back(data):
     total = sum(pq.read_table(fs.open(f, "rb")).num_rows for f in files)
     assert total == len(rows) and pq.read_table(fs.open(files[0], "rb")).schema.equals(SCHEMA)
     assert not fs.exists(f"{root}/_staging") or not fs.ls(f"{root}/_staging")
+
+
+def test_a_history_with_impressions_lands_them_as_its_negatives(tmp_path):
+    """The synthetic world logs impressions: each is one example, and no item is drawn."""
+    from datasets.synthetic import write_world
+
+    world = load(write_world(tmp_path / "world", users=30, items=60, days=3, seed=2))
+    rows = example_rows(world, date(2026, 11, 23), days=3, negatives=4)
+    assert world.has_impressions and len(rows) == len(world.events)
+    shown = set(zip(world.events["user"], world.events["item"]))
+    assert set(zip(rows["user_id"], rows["item_id"])) == shown
+    positives = [any(labels.values()) for labels in rows["labels"]]
+    assert sum(positives) == len(world.engaged) < len(rows) / 3
+    assert set(rows["request_id"]) == {f"bf-{r}" for r in world.events["request"]}
