@@ -288,6 +288,27 @@ def land(cfg, data: str, days: float | None, end_date: str | None, negatives: in
                f"under {cfg.hdfs_uri}{cfg.joiner.examples_dir}")
 
 
+@app.command("synthetic-world")
+@friendly
+def synthetic_world(
+    folder: Annotated[str, typer.Argument(help="where to write the contract folder")],
+    users: Annotated[int, typer.Option(min=1)] = 600,
+    items: Annotated[int, typer.Option(min=1)] = 1000,
+    days: Annotated[float, typer.Option(min=0.01, help="of sessions; items keep arriving over them")] = 30,
+    seed: Annotated[int, typer.Option()] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+):
+    """Write the seeded synthetic world (datasets/synthetic.py) as a data-contract folder: an
+    example of the contract, and data for make demo DATA=<folder>."""
+    from datasets import load
+    from datasets.synthetic import write_world
+
+    out = write_world(folder, fmt=fmt, users=users, items=items, days=days, seed=seed)
+    history = load(out)
+    typer.echo(f"wrote {out}: {len(history.items)} items, {history.events['user'].nunique()} users, "
+               f"{len(history.events)} impressions ({len(history.engaged)} with a positive action)")
+
+
 @app.command("import")
 @friendly
 def import_(

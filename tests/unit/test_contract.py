@@ -109,3 +109,12 @@ def test_import_check_reports_the_contract_and_lands_nothing(tmp_path):
     assert "meets the contract: 3 items, 2 users, 3 events" in good.output and "real impressions" in good.output
     bad = runner.invoke(app, ["import", str(folder(tmp_path / "bad", items=ITEMS + "1,x,{t},D\n")), "--check"])
     assert bad.exit_code == 2 and "each item_id appears once" in bad.output
+
+
+def test_the_synthetic_world_command_writes_a_folder_that_meets_the_contract(tmp_path):
+    runner = CliRunner()
+    made = runner.invoke(app, ["synthetic-world", str(tmp_path / "w"), "--users", "20", "--items", "30", "--days", "2"])
+    assert made.exit_code == 0, made.output
+    assert {p.name for p in (tmp_path / "w").iterdir()} == {"items.csv", "users.csv", "interactions.csv"}
+    checked = runner.invoke(app, ["import", str(tmp_path / "w"), "--check"])
+    assert checked.exit_code == 0 and "30 items" in checked.output and "real impressions" in checked.output
