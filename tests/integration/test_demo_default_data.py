@@ -7,6 +7,8 @@ and act, the joiner joins their actions and the online trainer learns from them.
 
 The champion is the one test_daily_retrain published when it ran first; alone, ``flywheel
 demo`` bootstraps one from this data (backfill + one retrain), which is the fresh-stack path.
+What the demo started (the loop's programs, its joiner job) is stopped again: the Flink tests
+after this one need the cluster's slots.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 import requests
 
 from datasets import load
+from flywheel import flinkjobs, joiner_job
 from flywheel.hdfs import webhdfs
 from flywheel.paths import ML_PYTHON
 from flywheel.prometheus import scrape, value
@@ -49,6 +52,7 @@ def test_demo_with_no_data_runs_the_loop_on_the_synthetic_world(stack, offline_e
     host = stack.stack.host
     trainer = f"http://{host}:{stack.online.metrics_port}/metrics"
     simulator = f"http://{host}:{stack.simulator.metrics_port}/metrics"
+    joiners = set(flinkjobs.running(stack, joiner_job.job_name(stack)))
     try:
         out = flywheel(offline_env, "demo", "--watch-s", "0")
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -76,6 +80,8 @@ def test_demo_with_no_data_runs_the_loop_on_the_synthetic_world(stack, offline_e
         assert any(g.startswith(("category=", "brand=")) for item in shown for g in item["genres"])
     finally:
         control.stop(stack, LOOP)
+        for job in set(flinkjobs.running(stack, joiner_job.job_name(stack))) - joiners:  # the demo's own joiner
+            joiner_job.cancel(stack, job)
 
 
 def test_import_with_no_folder_lands_the_default_data_with_its_impressions(stack, offline_env):
