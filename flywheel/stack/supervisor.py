@@ -118,14 +118,22 @@ class Supervisor:
             return False
 
     def start_daemon(self) -> None:
-        """Start supervisord (it daemonizes) with the rendered config, or reload it."""
+        """Start supervisord (it daemonizes) with the rendered config, or reload it.
+
+        On a reload, a program whose section changed (command, environment) is stopped and
+        re-added; one that was running is started again with its new section, so a command
+        that starts only some services (``up --only``) never leaves the others stopped."""
         if self.running():
+            running = {p["group"] for p in self.rpc.getAllProcessInfo() if p["statename"] in ("RUNNING", "STARTING")}
             added, changed, removed = self.rpc.reloadConfig()[0]
             for name in removed + changed:
                 self.rpc.stopProcessGroup(name, True)
                 self.rpc.removeProcessGroup(name)
             for name in changed + added:
                 self.rpc.addProcessGroup(name)
+            for name in changed:
+                if name in running:
+                    self.rpc.startProcessGroup(name, False)
             return
         supervisord = str(VENV / "ml" / "bin" / "supervisord")
         proc = subprocess.run([supervisord, "-c", str(self.paths["conf"])], capture_output=True, text=True)

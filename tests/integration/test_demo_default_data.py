@@ -8,7 +8,9 @@ and act, the joiner joins their actions and the online trainer learns from them.
 The champion is the one test_daily_retrain published when it ran first; alone, ``flywheel
 demo`` bootstraps one from this data (backfill + one retrain), which is the fresh-stack path.
 What the demo started (the loop's programs, its joiner job) is stopped again: the Flink tests
-after this one need the cluster's slots.
+after this one need the cluster's slots. The demo's environment reaches Airflow's programs,
+which are restarted with it (not left stopped: flywheel/stack/supervisor.py), then with the
+suite's own again.
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ def test_demo_with_no_data_runs_the_loop_on_the_synthetic_world(stack, offline_e
         control.stop(stack, LOOP)
         for job in set(flinkjobs.running(stack, joiner_job.job_name(stack))) - joiners:  # the demo's own joiner
             joiner_job.cancel(stack, job)
+        # Airflow's programs carry the caller's FLYWHEEL__ variables (DAG tasks see its config): the
+        # demo restarted them with this test's; back to the suite's, healthy, for the tests after
+        control.up(stack, only=["airflow"], echo=lambda msg: None)
 
 
 def test_import_with_no_folder_lands_the_default_data_with_its_impressions(stack, offline_env):
