@@ -110,9 +110,15 @@ def is_contract(folder: str | Path) -> bool:
 
 
 def _read_file(path: Path) -> pd.DataFrame:
-    if path.suffix == ".csv":
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
-    return pd.read_parquet(path)
+    """The file's rows as read; raises :class:`ContractError` naming it when it cannot be read."""
+    try:
+        if path.suffix == ".csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many kinds; each is this one problem
+        kind = "CSV with a header row" if path.suffix == ".csv" else "Parquet"
+        raise ContractError(path.parent, [f"{path.name} cannot be read as {kind} ({type(exc).__name__}: "
+                                          f"{str(exc)[:200]}): rewrite it, or remove it if empty"]) from None
 
 
 def read(folder: str | Path, actions: dict[str, list[str]] | None = None) -> Tables:
@@ -154,6 +160,9 @@ def _checked(folder: Path, names: dict[str, str], frames: dict[str, pd.DataFrame
     tables = {t: check_table(names[t], frames[t], t, problems) for t in TABLES}
     if problems.total:
         raise ContractError(folder, problems.listed, problems.total)
+    for table in ("items", "interactions"):
+        if tables[table].empty:
+            problems.add(f"{names[table]} holds no rows: a history needs at least one item and one interaction")
     _check_references(names, tables, actions or DEFAULT_ACTIONS, problems)
     if problems.total:
         raise ContractError(folder, problems.listed, problems.total)
@@ -205,18 +214,21 @@ def check_table(name: str, frame: pd.DataFrame, table: str, problems: _Problems)
 
 def _integers(name: str, frame: pd.DataFrame, column: str, problems: _Problems) -> pd.Series:
     raw = frame[column]
-    if pd.api.types.is_integer_dtype(raw.dtype):
+    if pd.api.types.is_integer_dtype(raw.dtype) and not raw.isna().any():
         return raw.astype(np.int64)
     text = raw.astype(str).str.strip()
     if column in BLANK:
-        text = text.mask(raw.isna() | (text == "") | (text == "None"), str(BLANK[column]))
-    parsed = pd.to_numeric(text, errors="coerce")
-    whole = parsed.notna() & (parsed == np.floor(parsed)) & text.str.fullmatch(r"-?\d+(\.0*)?")
-    if not whole.all():
+        text = text.mask(raw.isna() | (text == "") | (text == "None") | (text == "<NA>"), str(BLANK[column]))
+    text = text.str.replace(r"\.0*$", "", regex=True)  # 17.0 from a float column is 17; exact beyond 2**53
+    whole = text.str.fullmatch(r"-?\d{1,19}").fillna(False).astype(bool)
+    digits = text.str.lstrip("-")
+    huge = whole & (digits.str.len() == 19) & (digits > str(2**63 - 1))  # same length: text order is number order
+    if not whole.all() or huge.any():
         unit = " (unix seconds)" if column in ("timestamp", "first_seen") else ""
         problems.rows(name, frame, (~whole).to_numpy(), column, f"is not an integer{unit}: fix the value or drop the row")
+        problems.rows(name, frame, huge.to_numpy(), column, "is beyond 64 bits: use smaller integers")
         return pd.Series(0, index=frame.index, dtype=np.int64)
-    return parsed.astype(np.int64)
+    return text.astype(np.int64)
 
 
 def _check_references(names: dict[str, str], tables: dict[str, pd.DataFrame], actions: dict[str, list[str]],

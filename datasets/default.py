@@ -10,7 +10,9 @@
 - ``synthetic``: the seeded synthetic world (:mod:`datasets.synthetic`, :data:`SYNTHETIC`) as a
   Parquet contract folder, ``<cache>/synthetic-seed<seed>``.
 - ``auto``: ``movielens``; when that fails (network, HTTP, checksum, archive), ``synthetic``,
-  with one echoed line saying so and why.
+  with one echoed line saying so and why. Once the synthetic world is cached (and no
+  MovieLens), ``auto`` keeps it without trying the network, so a stack whose champion was
+  trained on it never meets MovieLens' items under the same IDs.
 
 A folder is complete when its marker file (:data:`MARKER`) exists. It is written last, in a
 temporary folder beside the final one that is then renamed into place, so an interrupted fetch
@@ -80,6 +82,13 @@ def default_data(cache: Path, source: str = "auto", echo: Callable[[str], None] 
     cache = Path(cache)
     if source == "synthetic":
         return synthetic_world(cache, echo, synthetic)
+    if source == "auto" and not (cache / "ml-100k").is_dir():
+        params = {**SYNTHETIC, **(synthetic or {})}
+        cached = cache / f"synthetic-seed{params['seed']}"
+        if _marked(cached) == params:  # sticky: a champion trained on it must not meet other items' IDs
+            echo(f"using the synthetic world cached in {cached} (MovieLens 100K was unavailable when it was "
+                 "made; delete that folder or set data.source: movielens to fetch MovieLens)")
+            return cached
     try:
         return movielens_100k(cache, timeout_s, echo)
     except DataUnavailable as exc:

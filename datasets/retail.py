@@ -4,7 +4,10 @@ The log (Alibaba, published on Tianchi) is implicit feedback, one action per lin
 
     user_id,item_id,category_id,behavior_type,timestamp      # timestamp: unix seconds
 
-Each line becomes one interaction with the contract action of its ``behavior_type``:
+Each line becomes the contract action of its ``behavior_type`` and the actions it implies
+(:data:`STACKED`: a like is also a click, a finish also a click and a like), as a 5-star
+MovieLens rating is a click, a like and a finish; lines carry no request ID, so a ``buy`` does
+not join the earlier ``pv`` of the same item: it is a positive of its own for every task.
 
 ===============  ========  =====================================================
 behavior_type    action    meaning
@@ -48,6 +51,7 @@ COLUMNS = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
 DTYPES = {"user_id": np.int64, "item_id": np.int64, "category_id": np.int64, "behavior_type": "category",
           "timestamp": np.int64}
 ACTIONS = {"pv": "click", "fav": "like", "cart": "like", "buy": "finish"}
+STACKED = {"click": 0, "like": 1, "finish": 2}  # an action implies those before it: buy = click + like + finish
 """behavior_type -> the contract action (a name of datasets.contract.DEFAULT_ACTIONS)."""
 DROPPED = ("unparsed", "unknown_behavior", "bad_id", "out_of_time")
 CHUNK_LINES = 1_000_000  # lines parsed at a time when a file has malformed lines
@@ -74,7 +78,7 @@ def tables(folder: str | Path, limit: int | None = None) -> Tables:
     if total := sum(dropped.values()):
         reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in dropped.items() if n)
         log.warning("%s: dropped %d of %d lines (%s); the other lines are read (datasets/retail.py says why)",
-                    Path(folder) / FILE, total, total + len(result.interactions), reasons)
+                    Path(folder) / FILE, total, total + int((result.interactions["action"] == "click").sum()), reasons)
     return result
 
 
@@ -160,8 +164,17 @@ def _users() -> pd.DataFrame:
 
 
 def _interactions(kept: pd.DataFrame) -> pd.DataFrame:
+    """One row per action: a line's action and the ones it implies (:data:`STACKED`), so a
+    purchase is also a click and a like, as a 5-star MovieLens rating is (lines carry no
+    request ID, so a buy never joins the earlier pv of the same item)."""
     behavior = kept["behavior_type"].astype("category")
-    lookup = np.array([ACTIONS.get(str(b), "") for b in behavior.cat.categories] + [""], dtype=object)
-    return pd.DataFrame({"user_id": kept["user_id"].to_numpy(np.int64), "item_id": kept["item_id"].to_numpy(np.int64),
-                         "action": lookup[behavior.cat.codes.to_numpy()],
-                         "timestamp": kept["timestamp"].to_numpy(np.int64)})
+    codes = behavior.cat.codes.to_numpy()
+    parts = []
+    for level, action in enumerate(("click", "like", "finish")):
+        implied = np.array([STACKED.get(ACTIONS.get(str(b), ""), -1) >= level for b in behavior.cat.categories]
+                           + [False])
+        chosen = implied[codes]
+        parts.append(pd.DataFrame({"user_id": kept["user_id"].to_numpy(np.int64)[chosen],
+                                   "item_id": kept["item_id"].to_numpy(np.int64)[chosen], "action": action,
+                                   "timestamp": kept["timestamp"].to_numpy(np.int64)[chosen]}))
+    return pd.concat(parts, ignore_index=True)

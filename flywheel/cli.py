@@ -327,6 +327,10 @@ def import_(
     daily retrain has data before any live traffic. Exit 2 on a contract problem."""
     import datasets
 
+    if fmt is not None and fmt not in datasets.FORMATS:
+        typer.secho(f"error: --format {fmt}: expected one of {', '.join(datasets.FORMATS)}", fg=typer.colors.RED,
+                    err=True)
+        raise typer.Exit(2)
     cfg = load_config()
     folder = datasets.resolve(data or cfg.data.path, cfg.data, typer.echo)
     try:

@@ -109,6 +109,8 @@ def test_import_check_reports_the_contract_and_lands_nothing(tmp_path):
     assert "meets the contract: 3 items, 2 users, 3 events" in good.output and "real impressions" in good.output
     bad = runner.invoke(app, ["import", str(folder(tmp_path / "bad", items=ITEMS + "1,x,{t},D\n")), "--check"])
     assert bad.exit_code == 2 and "each item_id appears once" in bad.output
+    unknown = runner.invoke(app, ["import", str(tmp_path / "good"), "--format", "excel", "--check"])
+    assert unknown.exit_code == 2 and "--format excel: expected one of auto, contract" in unknown.output
 
 
 def test_the_synthetic_world_command_writes_a_folder_that_meets_the_contract(tmp_path):
@@ -118,3 +120,37 @@ def test_the_synthetic_world_command_writes_a_folder_that_meets_the_contract(tmp
     assert {p.name for p in (tmp_path / "w").iterdir()} == {"items.csv", "users.csv", "interactions.csv"}
     checked = runner.invoke(app, ["import", str(tmp_path / "w"), "--check"])
     assert checked.exit_code == 0 and "30 items" in checked.output and "real impressions" in checked.output
+
+
+def test_nulls_in_optional_parquet_integers_take_their_default(tmp_path):
+    tables = read(folder(tmp_path / "csv"))
+    nullable = tables.interactions.assign(position=pd.array([0, None, 1, None], dtype="Int64"))
+    write(type(tables)(tables.items, tables.users, nullable), tmp_path / "pq")
+    assert read(tmp_path / "pq").interactions["position"].tolist() == [0, 0, 1, 0]
+    required = tables.interactions.assign(user_id=pd.array([7, None, 7, 8], dtype="Int64"))
+    write(type(tables)(tables.items, tables.users, required), tmp_path / "pq2")
+    assert "interactions.parquet row 2, column user_id" in problems(tmp_path / "pq2")
+
+
+def test_a_file_that_cannot_be_read_is_named(tmp_path):
+    folder(tmp_path)
+    (tmp_path / "users.csv").write_text("")
+    assert "users.csv cannot be read as CSV with a header row" in problems(tmp_path)
+    (tmp_path / "users.csv").unlink()
+    (tmp_path / "items.csv").unlink()
+    (tmp_path / "items.parquet").write_bytes(b"not parquet")
+    assert "items.parquet cannot be read as Parquet" in problems(tmp_path)
+
+
+def test_an_empty_history_is_refused(tmp_path):
+    message = problems(folder(tmp_path, interactions=INTERACTIONS.split("\n")[0] + "\n"))
+    assert "interactions.csv holds no rows" in message
+
+
+def test_large_ids_stay_exact(tmp_path):
+    big = 2**60 + 1
+    items = ITEMS.replace("\n3,,", f"\n{big}.0,,")
+    tables = read(folder(tmp_path, items=items, interactions=INTERACTIONS.replace("8,3,like", f"8,{big},like")))
+    assert big in tables.items["item_id"].tolist() and big in tables.interactions["item_id"].tolist()
+    huge = INTERACTIONS.replace("8,3,like", f"{2**63},3,like")
+    assert f"'{2**63}' is beyond 64 bits" in problems(folder(tmp_path / "huge", interactions=huge))

@@ -199,3 +199,12 @@ def test_a_synthetic_folder_without_marker_is_regenerated(tmp_path):
 def test_an_unknown_source_is_refused(tmp_path):
     with pytest.raises(ValueError, match="expected one of auto, movielens, synthetic"):
         default.default_data(tmp_path, "kaggle")
+
+
+def test_auto_keeps_a_cached_synthetic_world_without_trying_the_network(tmp_path, monkeypatch):
+    """A champion trained on the synthetic world must not later meet MovieLens under the same IDs."""
+    first = default.default_data(tmp_path, "auto", echo=lambda m: None)
+    monkeypatch.setattr(default, "_download", lambda *a: pytest.fail("the network was tried"))
+    lines = []
+    assert default.default_data(tmp_path, "auto", echo=lines.append) == first
+    assert len(lines) == 1 and "using the synthetic world cached in" in lines[0] and "data.source: movielens" in lines[0]

@@ -43,9 +43,10 @@ def interactions(tables):
 @pytest.mark.parametrize("malformed", [(), MALFORMED], ids=["typed-pass", "line-by-line"])
 def test_behaviours_map_to_contract_actions_and_bad_lines_are_counted(tmp_path, malformed):
     tables, dropped = retail.tables_and_dropped(write_log(tmp_path, CLEAN + DROPPED, malformed))
-    assert interactions(tables) == sorted([
-        (1, 100, "click", T0 + 10), (1, 100, "finish", T0 + 50), (2, 100, "like", T0 + 5),
-        (2, 200, "like", T0 + 20), (3, 300, "click", T0 + 31), (3, 300, "click", T0 + 30)])
+    assert interactions(tables) == sorted([  # each line's action and the ones it implies: buy = click + like + finish
+        (1, 100, "click", T0 + 10), (1, 100, "click", T0 + 50), (1, 100, "like", T0 + 50), (1, 100, "finish", T0 + 50),
+        (2, 100, "click", T0 + 5), (2, 100, "like", T0 + 5), (2, 200, "click", T0 + 20), (2, 200, "like", T0 + 20),
+        (3, 300, "click", T0 + 31), (3, 300, "click", T0 + 30)])
     assert tables.interactions["timestamp"].is_monotonic_increasing
     assert dropped == {"unparsed": 4 if malformed else 0, "unknown_behavior": 1, "bad_id": 1, "out_of_time": 2}
     assert tables.users.empty and list(tables.users.columns) == ["user_id", "attributes"]
@@ -78,7 +79,7 @@ def test_a_clean_log_logs_nothing(tmp_path, caplog):
 def test_limit_reads_only_the_first_lines(tmp_path, malformed):
     folder = write_log(tmp_path, CLEAN, malformed)
     tables, dropped = retail.tables_and_dropped(folder, limit=3)
-    assert len(tables.interactions) == 3 and sorted(tables.items["item_id"]) == [100]
+    assert (tables.interactions["action"] == "click").sum() == 3 and sorted(tables.items["item_id"]) == [100]
     assert retail.tables_and_dropped(folder, limit=0)[0].interactions.empty
 
 
@@ -100,6 +101,8 @@ def test_datasets_recognises_the_log_and_checks_it(tmp_path):
     history = datasets.load(tmp_path)
     assert len(history.events) == 6 and not history.has_impressions
     assert history.events["finish"].sum() == 1
+    bought = history.events[history.events["finish"] == 1]
+    assert bought[["click", "like"]].to_numpy().tolist() == [[1, 1]]  # a purchase is a positive for every task
 
 
 def test_a_log_whose_lines_are_all_dropped_gives_empty_tables(tmp_path):
