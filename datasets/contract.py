@@ -52,6 +52,13 @@ DEFAULT_ACTIONS: dict[str, list[str]] = {
 """Action name -> the tasks it is a positive for (``data.actions`` in the config)."""
 
 
+def known_actions(actions: dict[str, list[str]] | None) -> dict[str, list[str]]:
+    """The action map in force: :data:`DEFAULT_ACTIONS`, then ``actions`` (``data.actions``)
+    adding names or remapping them; the default names stay known, so the adapters and the
+    default data read under any team's map."""
+    return {**DEFAULT_ACTIONS, **(actions or {})}
+
+
 class ContractError(ValueError):
     """A folder does not meet the contract; ``problems`` lists each (file, row, column, fix)."""
 
@@ -163,7 +170,7 @@ def _checked(folder: Path, names: dict[str, str], frames: dict[str, pd.DataFrame
     for table in ("items", "interactions"):
         if tables[table].empty:
             problems.add(f"{names[table]} holds no rows: a history needs at least one item and one interaction")
-    _check_references(names, tables, actions or DEFAULT_ACTIONS, problems)
+    _check_references(names, tables, known_actions(actions), problems)
     if problems.total:
         raise ContractError(folder, problems.listed, problems.total)
     return finish(Tables(**tables))

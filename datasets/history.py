@@ -25,7 +25,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from datasets.contract import DEFAULT_ACTIONS, Tables
+from datasets.contract import Tables, known_actions
 from streaming.schemas import TASKS
 
 ATTR_SPACE = 2**62  # attribute feature IDs live in [0, 2**62) of the attr table
@@ -83,7 +83,7 @@ def level(events: pd.DataFrame) -> np.ndarray:
 
 def from_tables(tables: Tables, actions: dict[str, list[str]] | None = None) -> Dataset:
     """The :class:`Dataset` of checked contract tables (``actions``: ``data.actions``)."""
-    actions = actions or DEFAULT_ACTIONS
+    actions = known_actions(actions)
     raw = tables.interactions
     request = raw["request_id"].where(raw["request_id"] != "", raw["user_id"].astype(str) + "@" + raw["timestamp"].astype(str))
     frame = pd.DataFrame({"user": raw["user_id"].to_numpy(), "item": raw["item_id"].to_numpy(),

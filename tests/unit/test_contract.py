@@ -68,7 +68,8 @@ def test_an_unknown_action_says_where_to_map_it(tmp_path):
     message = problems(folder(tmp_path, interactions=INTERACTIONS.replace(",like,", ",purchase,")))
     assert "interactions.csv line 5, column action: 'purchase' is not a known action" in message
     assert "data.actions" in message
-    assert read(tmp_path, actions={"impression": [], "click": ["click"], "purchase": ["finish"]})  # mapped: fine
+    assert read(tmp_path, actions={"purchase": ["finish"]})  # mapped: fine, and the default names stay known
+    assert load(tmp_path, actions={"purchase": ["click", "finish"]}).events["finish"].tolist() == [0, 0, 1]
 
 
 def test_a_duplicate_item_names_both_lines(tmp_path):
