@@ -139,7 +139,8 @@ def examples(data: Dataset, events: pd.DataFrame, negatives: int = 4, sample_rat
     items, real = data.items, data.has_impressions
     seen: dict[int, list[int]] = {}
     if prior is not None:
-        for u, i in zip(prior["user"][engaged(prior)], prior["item"][engaged(prior)]):
+        mask = engaged(prior)
+        for u, i in zip(prior["user"][mask], prior["item"][mask]):
             seen.setdefault(int(u), []).append(int(i))
     labels = events[list(TASKS)].to_numpy()
     out = []

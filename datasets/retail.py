@@ -169,12 +169,13 @@ def _interactions(kept: pd.DataFrame) -> pd.DataFrame:
     request ID, so a buy never joins the earlier pv of the same item)."""
     behavior = kept["behavior_type"].astype("category")
     codes = behavior.cat.codes.to_numpy()
+    users, items = kept["user_id"].to_numpy(np.int64), kept["item_id"].to_numpy(np.int64)
+    times = kept["timestamp"].to_numpy(np.int64)
     parts = []
     for level, action in enumerate(("click", "like", "finish")):
         implied = np.array([STACKED.get(ACTIONS.get(str(b), ""), -1) >= level for b in behavior.cat.categories]
                            + [False])
         chosen = implied[codes]
-        parts.append(pd.DataFrame({"user_id": kept["user_id"].to_numpy(np.int64)[chosen],
-                                   "item_id": kept["item_id"].to_numpy(np.int64)[chosen], "action": action,
-                                   "timestamp": kept["timestamp"].to_numpy(np.int64)[chosen]}))
+        parts.append(pd.DataFrame({"user_id": users[chosen], "item_id": items[chosen], "action": action,
+                                   "timestamp": times[chosen]}))
     return pd.concat(parts, ignore_index=True)

@@ -92,8 +92,7 @@ class Population:
         self.heldout["level"] = level(self.heldout)
         self._levels = {int(u): dict(zip(g["item"].tolist(), g["level"].tolist()))
                         for u, g in self.heldout.groupby("user")}
-        ratings = pd.concat([known, self.heldout], ignore_index=True)
-        ratings["level"] = level(ratings)
+        ratings = pd.concat([known.assign(level=level(known)), self.heldout], ignore_index=True)
         self.mean = float(ratings["level"].mean())
         self.genre_ids = sorted({g for gs in genres.values() for g in gs})
         self._item_genres = self._genre_columns(genres)
