@@ -440,13 +440,17 @@ class BatchConfig(_Section):
     batch_size: int = Field(512, ge=8)
     experiment: str = "daily-retrain"  # MLflow experiment
     model_name: str = "flywheel"  # MLflow registered model; the published one has alias "champion"
-    gate_metric: str = "auc_click"  # a candidate must beat the champion on this, same evaluation day
+    gate_metric: str = "auc_click"  # a candidate must beat the champion and popularity on this, same day
     recall_k: int = Field(50, ge=1)
+    popular_window_h: float = Field(24, gt=0)  # the popularity baseline: most clicked in this trailing window
+    ease_max_items: int = Field(20_000, ge=1)  # the EASE baseline is left out above this catalogue size
     dr_depth: int = Field(2, ge=1)
     dr_width: int = Field(16, ge=2)
     dr_beam: int = Field(14, ge=1)
     dr_paths_per_item: int = Field(3, ge=1)
     dr_alpha: float = Field(1e-3, ge=0)
+    dr_prior_weight: float = Field(1.0, ge=0)  # the popularity prior (beam and reranker): w * log(1 + recent clicks)
+    dr_learning_rate: float = Field(5e-3, gt=0)  # Adam's, for Deep Retrieval and its user tower
     seed: int = 0
 
     _rates = field_validator("negative_rates")(lambda cls, v: _task_rates(v))

@@ -8,6 +8,7 @@ Layout of a bundle folder (logged to MLflow under ``bundle/``)::
     ranker.npz      MMoE weights (get_weights order)
     retriever.npz   user tower + Deep Retrieval weights
     paths.npy       each item's J paths [n_items, J, D]
+    popularity.npy  recent engagements per item [n_items]: the retriever's popularity prior
 
 Example::
 
@@ -59,6 +60,7 @@ def save_bundle(folder: str | Path, ranker: RankingTrainer, retriever: DeepRetri
         "ranker_slots": [[s.name, s.table] for s in ranker.slots],
         "retriever_slots": [[s.name, s.table] for s in retriever.slots],
         "retriever": {"depth": dr.depth, "width": dr.width, "beam": retriever.beam, "alpha": retriever.alpha,
+                      "prior_weight": retriever.prior_weight, "beam_pool": retriever.beam_pool,
                       "paths_per_item": retriever.paths.j, "user_dim": retriever.user_dim},
         "items": [int(i) for i in retriever.items], **extra,
     }
@@ -66,6 +68,7 @@ def save_bundle(folder: str | Path, ranker: RankingTrainer, retriever: DeepRetri
     np.savez(folder / "ranker.npz", *ranker.model.get_weights())
     np.savez(folder / "retriever.npz", *(retriever.tower.get_weights() + dr.get_weights()))
     np.save(folder / "paths.npy", retriever.paths.item_paths)
+    np.save(folder / "popularity.npy", retriever.popularity)
     return folder
 
 
@@ -89,7 +92,8 @@ def load_bundle(folder: str | Path, source: EmbeddingSource) -> tuple[RankingTra
                             meta["dense"], source)
     retriever = DeepRetrievalTrainer(source, [Slot(*s) for s in meta["retriever_slots"]], np.array(meta["items"]),
                                      depth=r["depth"], width=r["width"], beam=r["beam"],
-                                     paths_per_item=r["paths_per_item"], alpha=r["alpha"], user_dim=r["user_dim"])
+                                     paths_per_item=r["paths_per_item"], alpha=r["alpha"], user_dim=r["user_dim"],
+                                     prior_weight=r.get("prior_weight", 1.0), beam_pool=r.get("beam_pool", 3))
     build(ranker, retriever, meta["dims"])
     ranker.model.set_weights(_weights(folder / "ranker.npz"))
     weights = _weights(folder / "retriever.npz")
@@ -101,6 +105,12 @@ def load_bundle(folder: str | Path, source: EmbeddingSource) -> tuple[RankingTra
         raise ValueError(f"{folder}: paths.npy has {paths.shape[0]} items, meta.json {len(meta['items'])}")
     retriever.paths.item_paths = paths
     retriever.paths._index()
+    if (folder / "popularity.npy").exists():  # bundles written before the prior have none: no prior
+        popularity = np.load(folder / "popularity.npy")
+        if popularity.shape != (len(meta["items"]),):
+            raise ValueError(f"{folder}: popularity.npy has {popularity.shape} entries, "
+                             f"meta.json {len(meta['items'])} items")
+        retriever.set_popularity(popularity)
     return ranker, retriever, meta
 
 

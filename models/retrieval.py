@@ -85,9 +85,13 @@ class DeepRetrievalTrainer(_UserModelTrainer):
 
     def __init__(self, source: EmbeddingSource, slots: list[Slot], items: np.ndarray, depth: int = 2,
                  width: int = 16, beam: int = 14, paths_per_item: int = 3, alpha: float = 1e-3,
-                 user_dim: int = 32, learning_rate: float = 2e-3, seed: int = 0):
+                 user_dim: int = 32, learning_rate: float = 2e-3, seed: int = 0, prior_weight: float = 1.0,
+                 beam_pool: int = 3):
         super().__init__(source, slots, items, user_dim, learning_rate)
-        self.beam, self.alpha = beam, alpha
+        self.beam, self.alpha, self.prior_weight, self.beam_pool = beam, alpha, prior_weight, beam_pool
+        self.popularity = np.zeros(len(self.items))  # recent engagements per item (set_popularity)
+        self.prior = np.zeros(len(self.items), np.float32)  # added to the reranker's logits
+        self.path_prior: dict[tuple[int, ...], float] = {}  # added to a path's log probability
         self.model = DeepRetrieval(len(self.items), depth=depth, width=width, user_dim=user_dim)
         self.paths = PathAssignment(len(self.items), depth, width, paths_per_item, seed=seed)
         self._search_graph: CompiledGraph | None = None
@@ -131,9 +135,40 @@ class DeepRetrievalTrainer(_UserModelTrainer):
             return
         self.paths.accumulate(item_idx, *self.model.beam_search(tf.stop_gradient(self._last), self.beam))
 
+    def set_popularity(self, counts: np.ndarray) -> None:
+        """The popularity prior from each item's recent engagements (``counts``, in
+        :attr:`items` order), with ``w = prior_weight``:
+
+        - the beam: the model's ``beam * beam_pool`` most probable paths are searched and the
+          ``beam`` best by ``log p(path | user) + w * log(1 + engagements of its items)`` kept,
+          so a user whose paths are flat (a cold one) gets the paths holding what is popular now;
+        - the reranker: ``w * log(1 + count)`` is added to each item's logit, so among the
+          beam's items the recently popular come first unless the user's vector says otherwise.
+        """
+        counts = np.asarray(counts, np.float64)
+        if counts.shape != (len(self.items),):
+            raise ValueError(f"popularity counts for {counts.shape} items; the catalogue has {len(self.items)}")
+        self.popularity = counts
+        self.prior = (self.prior_weight * np.log1p(counts)).astype(np.float32)
+        self._path_prior()
+
+    def _path_prior(self) -> None:
+        searched = self.search_beam
+        self.path_prior = {path: float(self.prior_weight * np.log1p(self.popularity[on].sum()))
+                           for path, on in self.paths.items_on.items()} if self.popularity.any() else {}
+        if self.search_beam != searched:
+            self._search_graph = None  # the beam width is part of the compiled graph
+
+    @property
+    def search_beam(self) -> int:
+        """Paths the beam search keeps per layer: ``beam``, times ``beam_pool`` with a prior."""
+        return self.beam * self.beam_pool if self.path_prior else self.beam
+
     def end_epoch(self) -> int:
         """The M-step; returns how many items changed paths."""
-        return self.paths.m_step(self.alpha)
+        changed = self.paths.m_step(self.alpha)
+        self._path_prior()
+        return changed
 
     def retrieve(self, queries: list[dict], k: int, source: EmbeddingSource | None = None) -> list[tuple[list[int], int]]:
         """Per query: (top-k item IDs by the reranker among the beam's items, items scored).
@@ -146,18 +181,29 @@ class DeepRetrievalTrainer(_UserModelTrainer):
         """:meth:`retrieve`, plus for each item the beam path that brought it in (one code
         per layer: the first path of the beam holding the item)."""
         batch = SparseBatch.from_examples(queries, self.slots)
-        logits, beams = self._search(batch.pull(source or self.source), batch.tensors(), tf.constant(batch.size))
-        logits, beams = logits.numpy(), beams.numpy()
-        return [self.candidates_of(logits[n], beams[n], k) for n in range(len(queries))]
+        logits, beams, log_probs = (t.numpy() for t in self._search(
+            batch.pull(source or self.source), batch.tensors(), tf.constant(batch.size)))
+        return [self.candidates_of(logits[n], beams[n], log_probs[n], k) for n in range(len(queries))]
 
-    def candidates_of(self, logits: np.ndarray, beams: np.ndarray, k: int) -> tuple[list[int], int, list[tuple[int, ...]]]:
+    def select_paths(self, beams: np.ndarray, log_probs: np.ndarray) -> np.ndarray:
+        """The ``beam`` paths of a searched pool [B', D] (log probabilities [B'], best first) that
+        the items come from: the best by log probability plus path prior (see set_popularity)."""
+        if not self.path_prior or len(beams) <= self.beam:
+            return beams[:self.beam]
+        bonus = np.array([self.path_prior.get(p, 0.0) for p in map(tuple, beams.tolist())])
+        return beams[np.argsort(-(log_probs + bonus), kind="stable")[:self.beam]]
+
+    def candidates_of(self, logits: np.ndarray, beams: np.ndarray, log_probs: np.ndarray,
+                      k: int) -> tuple[list[int], int, list[tuple[int, ...]]]:
         """One user's (top-k item IDs, items scored, their paths) from the reranker's logits over
-        every item [n_items] and the beam's paths [B, D] (the items on them, best logits first)."""
-        on = self.paths.candidate_paths(beams)
+        every item [n_items] and the searched paths [B', D] with their log probabilities [B']:
+        the items on the selected paths (:meth:`select_paths`), best logits plus item prior
+        first."""
+        on = self.paths.candidate_paths(self.select_paths(beams, log_probs))
         if not on:
             return [], 0, []
         cand = list(on)
-        top = [cand[i] for i in np.argsort(-logits[cand], kind="stable")[:k]]
+        top = [cand[i] for i in np.argsort(-(logits[cand] + self.prior[cand]), kind="stable")[:k]]
         return [int(self.items[c]) for c in top], len(cand), [on[c] for c in top]
 
     def _search(self, rows, index, size):
@@ -167,8 +213,8 @@ class DeepRetrievalTrainer(_UserModelTrainer):
 
     def _user_beam(self, rows, index, size):
         users = self.tower(embed_slots(rows, index, {s.name: s.table for s in self.slots}, size))
-        paths, _ = self.model.beam(users, self.beam)
-        return self.model.rerank_logits(users), paths  # every item's reranker score: [n, n_items]
+        paths, log_probs = self.model.beam(users, self.search_beam)
+        return self.model.rerank_logits(users), paths, log_probs  # every item's reranker score: [n, n_items]
 
 
 class TwoTowerTrainer(_UserModelTrainer):

@@ -145,8 +145,8 @@ class FeedBuilder:
         shared = {slot: np.asarray(ids, np.uint64) for slot, ids in sparse.items() if slot in table_of}
         pooled = self._pooled(source or model.retriever.source, table_of, shared, 1)  # the user's rows: one call
         pooled = {slot: v[0] for slot, v in pooled.items()}
-        logits, beams = fast.retriever.search(fast.retriever.user(pooled))
-        found, _, paths = model.retriever.candidates_of(logits, beams, self.candidates)
+        logits, beams, log_probs = fast.retriever.search(fast.retriever.user(pooled))
+        found, _, paths = model.retriever.candidates_of(logits, beams, log_probs, self.candidates)
         retrieved = time.perf_counter()
         path_of = dict(zip(found, paths))
         candidates = self._candidates(model, path_of, k)

@@ -95,16 +95,17 @@ class Retriever:
         self.codes = [layer.embeddings.numpy() for layer in dr.codes]
         self.layers = [stack_of(mlp) for mlp in dr.layers_mlp]
         self.reranker = dr.reranker.embeddings.numpy()
-        self.depth, self.width, self.beam_size = dr.depth, dr.width, trainer.beam
+        self.depth, self.width, self.beam_size = dr.depth, dr.width, trainer.search_beam
 
     def user(self, pooled: dict[str, np.ndarray]) -> np.ndarray:
         """[1, user_dim] from {slot: [dim]} (the tower's slot order)."""
         return run(self.tower, np.concatenate([pooled[s] for s in self.slots])[None, :])
 
-    def search(self, user: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(reranker logits over every item [n_items], the beam's paths [B, D]) of one user,
-        as ``DeepRetrieval.beam`` and ``rerank_logits``: the ``beam`` most probable paths, best
-        first (ties to the lower index, as ``tf.math.top_k``)."""
+    def search(self, user: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(reranker logits over every item [n_items], the searched paths [B', D], their log
+        probabilities [B']) of one user, as ``DeepRetrieval.beam`` and ``rerank_logits``: the
+        trainer's ``search_beam`` most probable paths, best first (ties to the lower index, as
+        ``tf.math.top_k``)."""
         paths = np.zeros((1, 0), np.int32)
         scores = np.zeros(1, np.float32)
         for d in range(self.depth):
@@ -115,7 +116,7 @@ class Retriever:
             top = np.argsort(-total, kind="stable")[:min(self.beam_size, b * self.width)]
             paths = np.concatenate([paths[top // self.width], (top % self.width).astype(np.int32)[:, None]], axis=1)
             scores = total[top]
-        return (user @ self.reranker.T)[0], paths
+        return (user @ self.reranker.T)[0], paths, scores
 
 
 class Ranker:

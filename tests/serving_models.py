@@ -52,6 +52,8 @@ def trained_loader(folder, source: LocalTables | None = None) -> StaticLoader:
         ranker.train_batch(batch)
         retriever.train_batch([e for e in batch if e["labels"]["click"]])
     retriever.end_epoch()
+    clicked = [e["item_id"] for seed in range(4) for e in examples(256, seed) if e["labels"]["click"]]
+    retriever.set_popularity(np.array([clicked.count(i) for i in ITEMS]))  # as the daily retrain does
     save_bundle(folder, ranker, retriever, DIMS, {"model_name": "flywheel"})
     ranker, retriever, meta = load_bundle(folder, source)
     return StaticLoader(Loaded("7", ranker, retriever, meta, time.time()))

@@ -1,10 +1,13 @@
 """Publishing a retrained model: the gate, the sparse handover, then the ``champion`` alias.
 
-1. **Gate**: the candidate and the current ``champion`` are evaluated on the same day (the
-   candidate's evaluation day): the champion's bundle is rebuilt over its own PS snapshot.
-   The candidate wins when its ``batch.gate_metric`` is higher; ``force`` publishes anyway;
-   with no champion (a fresh stack) the candidate is published. The result is logged on the
-   candidate's run (``gate_*`` metrics, tag ``gate``).
+1. **Gate**: a candidate whose ``batch.gate_metric`` does not beat the popularity baseline
+   measured in its own run (``popularity_<metric>``, same day) is not published. Then the
+   candidate and the current ``champion`` are evaluated on the same day (the candidate's
+   evaluation day): the champion's bundle is rebuilt over its own PS snapshot. The candidate
+   wins when its ``batch.gate_metric`` is higher; ``force`` publishes anyway; with no champion
+   (a fresh stack) the candidate is published, and when it is below popularity the reason
+   says so. The result is logged on the candidate's run (``gate_*`` metrics, tags ``gate``
+   and ``gate_reason``).
 2. **Handover**: the candidate's snapshot is marked published (with the start of its
    evaluation day, where its training data ended), then every training-PS shard restores it
    (the PS resets the serving PS to it). The online trainer, on its next (re)start or
@@ -46,8 +49,10 @@ def champion(cfg: FlywheelConfig):
         raise
 
 
-def evaluate_version(cfg: FlywheelConfig, version, rows: list[dict]) -> dict[str, float]:
-    """Rebuild a registered version (bundle + its PS snapshot) and evaluate it on ``rows``."""
+def evaluate_version(cfg: FlywheelConfig, version, rows: list[dict],
+                     seen: dict[int, set[int]] | None = None) -> dict[str, float]:
+    """Rebuild a registered version (bundle + its PS snapshot) and evaluate it on ``rows``
+    (``seen``: see pipelines.batch.retrain.evaluate)."""
     from mlflow import MlflowClient
 
     from flywheel.hdfs import webhdfs
@@ -63,30 +68,56 @@ def evaluate_version(cfg: FlywheelConfig, version, rows: list[dict]) -> dict[str
         load_snapshot(webhdfs(cfg), cfg.paramserver.snapshot_dir, meta["snapshot"]["id"], tables,
                       cfg.paramserver.shards)
         ranker, retriever, _ = load_bundle(folder, LocalTables(tables))
-    return evaluate(ranker, retriever, rows, cfg.batch.recall_k)
+    return evaluate(ranker, retriever, rows, cfg.batch.recall_k, seen)
+
+
+def beats_popularity(metrics: dict, metric: str) -> tuple[bool, str]:
+    """(does the candidate beat the popularity baseline on ``metric``?, the figures as words);
+    a candidate without the baseline's figure (trained before it was measured) does not."""
+    mine, baseline = metrics.get(metric, float("nan")), metrics.get(f"popularity_{metric}", float("nan"))
+    if not np.isfinite(baseline):
+        return False, f"no popularity_{metric} was measured for it (retrain it with this version)"
+    if np.isfinite(mine) and mine > baseline:
+        return True, f"candidate {mine:.4f} > popularity {baseline:.4f}"
+    return False, f"candidate {mine:.4f} <= popularity {baseline:.4f}"
 
 
 def gate(cfg: FlywheelConfig, candidate: dict, force: bool) -> tuple[bool, str, dict]:
-    """(publish?, why, figures) for a candidate ``{version, metrics, ...}`` from ``train``."""
+    """(publish?, why, figures) for a candidate ``{version, metrics, ...}`` from ``train``.
+
+    The candidate must beat the popularity baseline (measured in its run on the same day) and
+    then the champion. A fresh stack (no champion) publishes a candidate below popularity, so
+    that serving has a model, and says so; ``force`` publishes anyway."""
     from pipelines.batch.datasets import read_days
+    from pipelines.batch.retrain import clicked_by_user
 
     metric = cfg.batch.gate_metric
     mine = candidate["metrics"].get(metric, float("nan"))
     current = champion(cfg)
-    if current is None:
-        return True, "no champion yet", {f"gate_candidate_{metric}": mine}
-    if str(current.version) == str(candidate["version"]):
+    if current is not None and str(current.version) == str(candidate["version"]):
         return True, "already the champion", {}
+    above, versus = beats_popularity(candidate["metrics"], metric)
+    figures = {f"gate_candidate_{metric}": mine, f"gate_popularity_{metric}": candidate["metrics"].get(
+        f"popularity_{metric}", float("nan"))}
+    if current is None:
+        return True, "no champion yet" + ("" if above else f"; below the baseline ({metric}: {versus}), "
+                                          "published so that serving has a model"), figures
+    if not above and not force:
+        return False, (f"{metric} on {candidate['date']}: {versus}: a model that does not beat the most popular "
+                       f"items is not published; champion {current.version} stays"), figures
     from flywheel.hdfs import webhdfs
 
     date = candidate["date"]
-    rows = read_days(webhdfs(cfg), cfg.batch.training_dir.rstrip("/"), [date])[date]
+    # a top-K metric leaves out what each user clicked in training, as the candidate's run did
+    before = [] if metric.startswith("auc_") else list(candidate.get("train_dates", []))
+    days = read_days(webhdfs(cfg), cfg.batch.training_dir.rstrip("/"), before + [date])
+    seen = clicked_by_user([e for d in before for e in days[d]])
     try:
-        theirs = evaluate_version(cfg, current, rows).get(metric, float("nan"))
+        theirs = evaluate_version(cfg, current, days[date], seen).get(metric, float("nan"))
     except (FileNotFoundError, ValueError) as exc:  # its snapshot pruned, or an older bundle format
         log.warning("champion version %s cannot be evaluated (%s): the candidate is published", current.version, exc)
-        return True, f"champion {current.version} cannot be evaluated: {exc}", {f"gate_candidate_{metric}": mine}
-    figures = {f"gate_candidate_{metric}": mine, f"gate_champion_{metric}": theirs}
+        return True, f"champion {current.version} cannot be evaluated: {exc}", figures
+    figures[f"gate_champion_{metric}"] = theirs
     if force:
         return True, f"forced (candidate {mine:.4f}, champion {theirs:.4f})", figures
     if np.isfinite(mine) and (not np.isfinite(theirs) or mine > theirs):

@@ -9,7 +9,10 @@ Steps (the ``daily_retrain`` DAG runs them as tasks; ``flywheel retrain`` runs t
 3. :func:`train`: tables start from the newest training-PS snapshot (``mode=warm``) or empty
    (``scratch``); MMoE and Deep Retrieval train with the same code as online training over
    in-process tables; each epoch is evaluated on ``D`` (AUC per task, weighted by the inverse
-   sample rates; Recall@K of the retriever and the share of items it scored). MLflow gets
+   sample rates; the retriever's Recall/Precision/NDCG@K with the items each user clicked in
+   training excluded, per cold and warm users, and the share of items it scored) beside the
+   baselines measured on the same rows (``popularity_*``: most clicked in a trailing window;
+   ``ease_*``: EASE over the training clicks). MLflow gets
    params, loss curves, the evaluation per epoch, a plot, the model bundle (``bundle/``), the
    ranker as a registered ``mlflow.tensorflow`` model version, and the PS snapshot written
    from the trained tables (its id and URI as tags: the lineage).
@@ -91,30 +94,95 @@ def tables_for(cfg: FlywheelConfig) -> dict:
     return build_tables(cfg, "training")
 
 
-def evaluate(ranker, retriever, rows: list[dict], k: int) -> dict[str, float]:
-    """AUC per task (weighted 1 / rate) and the retriever's Recall@K on ``rows`` (one day)."""
-    from models.evaluation import auc_per_task, recall_precision_at_k
+def clicked_by_user(rows: list[dict]) -> dict[int, set[int]]:
+    """user -> the items they clicked in ``rows`` (what they have seen, for the top-K protocol)."""
+    seen: dict[int, set[int]] = {}
+    for e in rows:
+        if e["labels"]["click"]:
+            seen.setdefault(e["user_id"], set()).add(e["item_id"])
+    return seen
+
+
+def recent_clicks(rows: list[dict], items: np.ndarray, window_h: float) -> np.ndarray:
+    """Each of ``items``' clicks in the trailing ``window_h`` hours of ``rows`` (the retriever's
+    popularity prior and the popularity baseline count the same clicks)."""
+    from models.baselines import MostPopular
+
+    clicks = [e for e in rows if e["labels"]["click"]]
+    if not clicks:
+        return np.zeros(len(items))
+    return MostPopular(window_s=window_h * 3_600_000).fit(
+        [e["item_id"] for e in clicks], [e["event_time"] for e in clicks]).score(items)
+
+
+def _queries(rows: list[dict]) -> tuple[list[int], list[dict], dict[int, set[int]]]:
+    """(users, each one's first example of the day as its query, user -> items clicked that day)."""
+    first: dict[int, dict] = {}
+    for e in sorted(rows, key=lambda e: e["event_time"]):
+        if e["labels"]["click"]:
+            first.setdefault(e["user_id"], e)
+    users = sorted(first)
+    return users, [first[u] for u in users], clicked_by_user(rows)
+
+
+def _auc(rows: list[dict], tasks: list[str], scores: dict[str, np.ndarray]) -> dict[str, float]:
+    from models.evaluation import auc_per_task
     from models.mmoe import task_weights
+
+    labels = {t: np.array([e["labels"][t] for e in rows]) for t in tasks}
+    return {f"auc_{t}": v for t, v in auc_per_task(labels, scores, task_weights(rows, tasks)).items()}
+
+
+def evaluate(ranker, retriever, rows: list[dict], k: int, seen: dict[int, set[int]] | None = None) -> dict[str, float]:
+    """The models on ``rows`` (one day): AUC per task (weighted 1 / rate) and the retriever's
+    Recall/Precision/NDCG@K per user group with the items in ``seen`` (user -> items clicked
+    in training) excluded, and without (``_raw``); see models.evaluation.top_k_metrics."""
+    from models.evaluation import flat, top_k_metrics
 
     tasks = list(ranker.model.tasks)
     scores: dict[str, list] = {t: [] for t in tasks}
     for start in range(0, len(rows), 2048):
         for t, s in ranker.score(rows[start:start + 2048]).items():
             scores[t].append(s)
-    labels = {t: np.array([e["labels"][t] for e in rows]) for t in tasks}
-    aucs = auc_per_task(labels, {t: np.concatenate(v) for t, v in scores.items()}, task_weights(rows, tasks))
-    out = {f"auc_{t}": v for t, v in aucs.items()}
-    truth: dict[int, set[int]] = {}
-    first: dict[int, dict] = {}
-    for e in sorted(rows, key=lambda e: e["event_time"]):
-        if e["labels"]["click"]:
-            truth.setdefault(e["user_id"], set()).add(e["item_id"])
-            first.setdefault(e["user_id"], e)
-    users = sorted(first)
-    found = dict(zip(users, retriever.retrieve([first[u] for u in users], k))) if users else {}
-    recall = recall_precision_at_k(lambda user, _k: found[user], truth, k, len(retriever.items))
-    out.update({f"recall_at_{k}": recall[f"recall@{k}"], "share_scored": recall["share_scored"],
-                "eval_users": recall["users"], "eval_examples": len(rows)})
+    out = _auc(rows, tasks, {t: np.concatenate(v) for t, v in scores.items()})
+    seen = seen or {}
+    users, queries, truth = _queries(rows)
+    most = max((len(seen.get(u, ())) for u in users), default=0)
+    found = dict(zip(users, retriever.retrieve(queries, k + most))) if users else {}
+    figures = flat(top_k_metrics(lambda user, n: (found[user][0][:n], found[user][1]), truth, seen, k,
+                                 len(retriever.items)))
+    out.update({("eval_" + k if k.startswith("users") else k): v for k, v in figures.items()})
+    out["eval_examples"] = len(rows)
+    return out
+
+
+def baseline_figures(train_rows: list[dict], rows: list[dict], tasks: list[str], k: int, n_items: int,
+                     window_h: float, ease_max_items: int) -> dict[str, float]:
+    """The baselines on ``rows`` after training on ``train_rows``, named ``popularity_*`` and
+    ``ease_*`` like :func:`evaluate`'s figures: most popular by clicks in the trailing
+    ``window_h`` hours of training (its click counts are also the ranking score for the AUC),
+    and EASE over the training clicks (left out, with a log line, above ``ease_max_items``)."""
+    from models.baselines import EASE, MostPopular
+    from models.evaluation import flat, top_k_metrics
+
+    clicks = [e for e in train_rows if e["labels"]["click"]]
+    if not clicks:
+        return {}
+    popular = MostPopular(window_s=window_h * 3_600_000).fit([e["item_id"] for e in clicks],
+                                                               [e["event_time"] for e in clicks])
+    score = popular.score([e["item_id"] for e in rows])
+    out = {f"popularity_{m}": v for m, v in _auc(rows, tasks, dict.fromkeys(tasks, score)).items()}
+    seen = clicked_by_user(train_rows)
+    _, _, truth = _queries(rows)
+    out.update({f"popularity_{m}": v for m, v in flat(top_k_metrics(
+        lambda user, n: (popular.recommend(n), 0), truth, seen, k, n_items)).items()})
+    try:
+        ease = EASE(max_items=ease_max_items).fit([e["user_id"] for e in clicks], [e["item_id"] for e in clicks])
+    except ValueError as exc:
+        log.warning("no EASE baseline: %s", exc)
+        return out
+    out.update({f"ease_{m}": v for m, v in flat(top_k_metrics(
+        lambda user, n: (ease.recommend(user, n), len(ease.items)), truth, seen, k, n_items)).items()})
     return out
 
 
@@ -127,7 +195,8 @@ def _models(cfg: FlywheelConfig, local, items: np.ndarray):
     b = cfg.batch
     ranker = RankingTrainer(MMoE(tasks=tuple(RANK_TASKS)), RANK_SLOTS, DENSE, local)
     retriever = DeepRetrievalTrainer(local, USER_SLOTS, items, depth=b.dr_depth, width=b.dr_width, beam=b.dr_beam,
-                                     paths_per_item=b.dr_paths_per_item, alpha=b.dr_alpha, seed=b.seed)
+                                     paths_per_item=b.dr_paths_per_item, alpha=b.dr_alpha, seed=b.seed,
+                                     prior_weight=b.dr_prior_weight, learning_rate=b.dr_learning_rate)
     return ranker, retriever
 
 
@@ -140,7 +209,7 @@ def _earlier_run(client, experiment_id: str, date: str, key: str):
 
 def train(cfg: FlywheelConfig, params: RetrainParams, tags: dict | None = None) -> dict:
     """Train, evaluate and log one retrain (see the module docstring); returns
-    ``{run_id, version, snapshot_id, metrics, reused}``."""
+    ``{date, run_id, version, train_dates, snapshot_id, metrics, reused}``."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -165,7 +234,7 @@ def train(cfg: FlywheelConfig, params: RetrainParams, tags: dict | None = None) 
         log.info("retrain of %s with these params and data already ran: run %s, version %s",
                  params.date, earlier.info.run_id, earlier.data.tags["model_version"])
         return {"date": params.date, "run_id": earlier.info.run_id, "version": earlier.data.tags["model_version"],
-                "snapshot_id": earlier.data.tags["snapshot_id"], "metrics": earlier.data.metrics, "reused": True}
+                "train_dates": planned["train_dates"], "snapshot_id": earlier.data.tags["snapshot_id"], "metrics": earlier.data.metrics, "reused": True}
 
     train_rows = [e for d in planned["train_dates"] for e in days[d]]
     eval_rows = days[params.date]
@@ -195,8 +264,8 @@ def train(cfg: FlywheelConfig, params: RetrainParams, tags: dict | None = None) 
         mlflow.set_tags({"snapshot_id": manifest["snapshot_id"], "snapshot_uri": manifest["uri"],
                          "model_version": version})
         mlflow.log_metric("wall_s", time.monotonic() - started)
-    return {"date": params.date, "run_id": run.info.run_id, "version": version, "snapshot_id": manifest["snapshot_id"],
-            "metrics": metrics, "reused": False}
+    return {"date": params.date, "run_id": run.info.run_id, "version": version, "train_dates": planned["train_dates"],
+            "snapshot_id": manifest["snapshot_id"], "metrics": metrics, "reused": False}
 
 
 def _fit(ranker, retriever, train_rows, eval_rows, epochs: int, b) -> tuple[list, dict]:
@@ -204,6 +273,10 @@ def _fit(ranker, retriever, train_rows, eval_rows, epochs: int, b) -> tuple[list
 
     rng = np.random.default_rng(b.seed)
     curve, step, metrics = [], 0, {}
+    seen = clicked_by_user(train_rows)
+    retriever.set_popularity(recent_clicks(train_rows, retriever.items, b.popular_window_h))
+    baselines = baseline_figures(train_rows, eval_rows, list(ranker.model.tasks), b.recall_k, len(retriever.items),
+                                 b.popular_window_h, b.ease_max_items)
     n_batches = -(-len(train_rows) // b.batch_size)
     for epoch in range(epochs):
         t0 = time.monotonic()
@@ -220,8 +293,8 @@ def _fit(ranker, retriever, train_rows, eval_rows, epochs: int, b) -> tuple[list
                 log.info("epoch %d/%d batch %d/%d: ranker loss %.4f, retriever loss %.4f",
                          epoch + 1, epochs, n + 1, n_batches, loss_r, loss_d)
         moved = retriever.end_epoch()
-        metrics = evaluate(ranker, retriever, eval_rows, b.recall_k)
-        metrics.update({"items_moved_paths": moved, "epoch_s": time.monotonic() - t0})
+        metrics = evaluate(ranker, retriever, eval_rows, b.recall_k, seen)
+        metrics.update({**baselines, "items_moved_paths": moved, "epoch_s": time.monotonic() - t0})
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)}, step=epoch + 1)
         log.info("epoch %d/%d evaluated on %d examples: %s", epoch + 1, epochs, len(eval_rows),
                  ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

@@ -17,7 +17,7 @@ from models.sparse import LocalTables
 from datasets.movielens_sample import write_movielens
 from pipelines.batch.backfill import backfill
 from pipelines.batch.datasets import parquet_files
-from pipelines.batch.publish import champion
+from pipelines.batch.publish import champion, publish
 from pipelines.batch.retrain import tables_for
 from paramserver.snapshots import COMPLETE
 from serving.loader import ChampionLoader
@@ -69,6 +69,10 @@ def test_daily_retrain_trains_logs_publishes_and_serving_follows(stack, airflow,
     m = mlrun.data.metrics
     # plumbing, not model quality (tests/unit and the ml-100k figures cover learning)
     assert 0 <= m["auc_click"] <= 1 and 0 <= m["recall_at_50"] <= 1 and m["eval_examples"] > 0
+    # the baselines measured beside it on the same day: popularity (AUC and top-K) and EASE
+    assert 0 <= m["popularity_auc_click"] <= 1 and 0 <= m["popularity_recall_at_50"] <= 1
+    assert 0 <= m["ease_recall_at_50"] <= 1 and 0 <= m["recall_at_50_raw"] <= 1
+    assert m["eval_users_cold"] + m["eval_users_warm"] == m["eval_users"] > 0
     assert len(client.get_metric_history(mlrun.info.run_id, "loss_ranker")) >= 2
     assert mlrun.data.params["train_dates"] == "2031-03-02,2031-03-03,2031-03-04"
     artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id, "bundle")}
@@ -96,6 +100,28 @@ def test_daily_retrain_trains_logs_publishes_and_serving_follows(stack, airflow,
     assert again["state"] == "success"
     assert len(runs_of(stack, EVAL_DAY)) == runs
     assert champion(stack).version == current.version
+
+
+def test_the_gate_keeps_the_champion_when_a_candidate_is_below_popularity(stack, landed):
+    """A candidate run whose gate metric is below the popularity baseline measured in it is not
+    published, the champion stays, and the run says why (the run is a real MLflow run; its
+    figures are set so that popularity wins)."""
+    import mlflow
+
+    current = champion(stack)
+    assert current is not None, "the retrain test publishes a champion first"
+    mlflow.set_tracking_uri(tracking_uri(stack))
+    mlflow.set_experiment(stack.batch.experiment)
+    metrics = {"auc_click": 0.55, "popularity_auc_click": 0.61}
+    with mlflow.start_run(run_name="below popularity") as run:
+        mlflow.log_metrics(metrics)
+    out = publish(stack, {"date": EVAL_DAY, "run_id": run.info.run_id, "version": "999999", "metrics": metrics,
+                          "train_dates": []})
+    assert not out["published"] and "candidate 0.5500 <= popularity 0.6100" in out["reason"], out
+    assert champion(stack).version == current.version
+    logged = MlflowClient(tracking_uri(stack)).get_run(run.info.run_id).data
+    assert logged.tags["gate"] == "kept champion" and "does not beat the most popular" in logged.tags["gate_reason"]
+    assert logged.metrics["gate_popularity_auc_click"] == pytest.approx(0.61)
 
 
 def test_a_date_without_data_fails_clearly(stack, airflow):

@@ -35,8 +35,11 @@ def test_a_saved_bundle_rebuilds_the_same_models(tmp_path):
         ranker.train_batch(batch(seed=seed))
         retriever.train_batch(batch(seed=seed))
     retriever.end_epoch()
+    retriever.set_popularity(np.arange(len(ITEMS)) % 4)
     save_bundle(tmp_path, ranker, retriever, DIMS, {"snapshot": {"id": "s1"}})
     ranker2, retriever2, meta = load_bundle(tmp_path, src)
+    np.testing.assert_array_equal(retriever2.prior, retriever.prior)
+    assert retriever2.path_prior == retriever.path_prior and retriever2.search_beam == 9
     assert meta["snapshot"] == {"id": "s1"} and meta["tasks"] == ["click", "like"]
     probe = batch(16, seed=9)
     for task, scores in ranker.score(probe).items():

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.evaluation import auc_per_task, recall_precision_at_k
+from models.evaluation import auc_per_task
 from datasets import load
 from datasets.contract import DEFAULT_ACTIONS, Tables, finish
 from datasets.history import attr_id, examples, from_tables, time_split
@@ -71,12 +71,10 @@ def test_examples_label_ratings_add_unrated_negatives_and_carry_history(tmp_path
             assert e["sample_rate"] == 0.5 and e["item_id"] not in e["sparse"]["history"]
 
 
-def test_auc_and_recall_precision():
+def test_auc_per_task():
     auc = auc_per_task({"click": np.array([0, 0, 1, 1]), "like": np.ones(4)},
                        {"click": np.array([0.1, 0.4, 0.35, 0.8]), "like": np.zeros(4)})
     assert auc["click"] == 0.75 and np.isnan(auc["like"])
-    got = recall_precision_at_k(lambda user, k: ([1, 2, 3][:k], 10), {7: {1, 9}, 8: {3}}, k=2, n_items=100)
-    assert got == {"recall@2": 0.25, "precision@2": 0.25, "share_scored": 0.1, "users": 2}
 
 
 def test_impressions_are_the_negatives_when_the_history_has_them():

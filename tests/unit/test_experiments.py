@@ -18,15 +18,25 @@ def test_movielens_experiment_runs_on_tiny_generated_data(tmp_path):
             for n, u in enumerate(rng.integers(1, 31, size=600))]
     (tmp_path / "u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows))
     out = subprocess.run([sys.executable, str(REPO / "experiments/movielens.py"), "--data", str(tmp_path),
-                          "--epochs", "1", "--width", "4", "--beam", "4", "--paths", "2", "--k", "5",
+                          "--epochs", "1", "--width", "4", "--beam", "4", "--paths", "2", "--k", "5", "--seeds", "0,1",
                           "--results", str(tmp_path / "results")],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "deep_retrieval" in out.stdout and "hashing trick" in out.stdout
+    assert "deep_retrieval" in out.stdout and "hashing trick" in out.stdout and "popular (30 days)" in out.stdout
     results = json.loads((tmp_path / "results" / "movielens.json").read_text())
-    dr, tt = results["retrieval"]["deep_retrieval"], results["retrieval"]["two_tower"]
-    assert 0 < dr["share_scored"] <= 1 and tt["share_scored"] == 1.0
-    assert all(0 <= v <= 1 for r in results["ranking"].values() for v in r["auc"].values())
+    retrieval = results["retrieval"]
+    assert set(retrieval) == {"popular (30 days)", "popular (all training)", "EASE (l2=200)", "deep_retrieval",
+                              "two_tower"}
+    dr, tt = retrieval["deep_retrieval"], retrieval["two_tower"]
+    assert len(dr["runs"]) == 2 and dr["runs"][0] != dr["runs"][1]  # one run per seed, each its own model
+    assert 0 < dr["mean"]["share_scored"] <= 1 and tt["mean"]["share_scored"] == 1.0
+    assert retrieval["popular (30 days)"]["std"]["recall_at_5"] == 0  # a baseline: the same in every seed
+    for r in retrieval.values():
+        assert r["mean"]["users"] == r["mean"]["users_cold"] + r["mean"]["users_warm"] > 0
+        assert all(0 <= r["mean"][f"{m}_at_5{s}"] <= 1 for m in ("recall", "precision", "ndcg") for s in ("", "_raw"))
+    ranking = results["ranking"]
+    assert set(ranking) == {"item popularity", "MMoE collisionless", "MMoE hashing trick (1/4 space)"}
+    assert all(0 <= v <= 1 for r in ranking.values() for run in r["runs"] for v in run["auc"].values())
     assert (tmp_path / "results" / "movielens.png").stat().st_size > 0
 
 

@@ -103,11 +103,12 @@ def test_compiled_retrieval_returns_the_eager_beam_items_in_reranker_order(loade
     retriever = loader.current.retriever
     queries = [{"sparse": {"user": [u], "history": [11] if u % 2 else [], "user_attr": []}} for u in range(1, 12)]
     users = retriever.user_vectors(queries)
-    beams, _ = retriever.model.beam_search(users, retriever.beam)
+    pools, log_probs = retriever.model.beam_search(users, retriever.search_beam)
     items = retriever.model.reranker.embeddings.numpy()
     for n, (top, scored) in enumerate(retriever.retrieve(queries, k=6)):
-        cand = retriever.paths.candidates(beams[n])
-        scores = items[cand] @ users[n].numpy()
+        beam = retriever.select_paths(pools[n], log_probs[n])
+        cand = retriever.paths.candidates(beam)
+        scores = items[cand] @ users[n].numpy() + retriever.prior[cand]
         assert scored == len(cand)
         assert top == [int(retriever.items[cand[i]]) for i in np.argsort(-scores, kind="stable")[:6]]
         [(same, _, paths)] = retriever.retrieve_with_paths(queries[n:n + 1], k=6)
@@ -115,7 +116,7 @@ def test_compiled_retrieval_returns_the_eager_beam_items_in_reranker_order(loade
         assert same == top and len(paths) == len(top)
         for item, path in zip(top, paths):  # the path shown for an item holds it, and is on the beam
             assert index[item] in retriever.paths.items_on[path]
-            assert path in set(map(tuple, beams[n].tolist()))
+            assert path in set(map(tuple, beam.tolist()))
 
 
 def test_catalogue_genre_columns_give_each_id_its_candidate_and_unknown_items_none():

@@ -35,14 +35,16 @@ def test_the_beam_and_reranker_match_tensorflows(loader):
     for user in (5, 6, 2**40):
         sparse = {"user": [user], "history": [3, 9], "user_attr": [1_000_003]}
         batch = SparseBatch.from_examples([{"sparse": sparse}], model.retriever.slots)
-        logits, beams = model.retriever._search(batch.pull(model.retriever.source), batch.tensors(),
-                                                tf.constant(1))
+        logits, beams, log_probs = model.retriever._search(batch.pull(model.retriever.source), batch.tensors(),
+                                                           tf.constant(1))
         rows = {t: model.retriever.source.pull(t, ids) for t, ids in
                 {"user_id": [user], "item_id": [3, 9], "attr": [1_000_003]}.items()}
         pooled = {"user": rows["user_id"][0], "history": rows["item_id"].mean(0), "user_attr": rows["attr"][0]}
-        np_logits, np_beams = fast.retriever.search(fast.retriever.user(pooled))
+        np_logits, np_beams, np_log_probs = fast.retriever.search(fast.retriever.user(pooled))
         assert np.allclose(np_logits, logits.numpy()[0], rtol=1e-4, atol=1e-5)
         assert np.array_equal(np_beams, beams.numpy()[0])
+        assert np.allclose(np_log_probs, log_probs.numpy()[0], rtol=1e-4, atol=1e-5)
+        assert len(np_beams) == model.retriever.search_beam > model.retriever.beam  # the prior's pool
 
 
 @pytest.mark.parametrize("cached", [False, True])
@@ -87,7 +89,8 @@ def test_a_numpy_pass_that_fails_leaves_the_version_to_tensorflow(loader, monkey
 
 def test_a_beam_that_differs_is_caught_even_when_the_fill_hides_it(loader, monkeypatch):
     real = forward.Retriever.search
-    monkeypatch.setattr(forward.Retriever, "search", lambda self, user: (real(self, user)[0], real(self, user)[1][::-1]))
+    monkeypatch.setattr(forward.Retriever, "search", lambda self, user: (real(self, user)[0], real(self, user)[1][1:],
+                                                                         real(self, user)[2][1:]))  # the best path lost
     builder = FeedBuilder(loader, Catalogue(genres=GENRES), Histories(), candidates=30)
     builder.build(5, k=len(ITEMS))  # the whole catalogue: the same candidate set either way
     assert builder.forward_in_use == "tensorflow" and builder.forward_mismatches == 1

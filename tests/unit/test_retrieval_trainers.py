@@ -84,3 +84,41 @@ def test_deep_retrieval_learns_from_popularity_sampled_negatives():
     hits = [len(set(top) & {100 + (u % 6) * 4 + j for j in range(4)}) / 4
             for u, (top, _) in zip(range(60), trainer.retrieve(queries, k=4))]
     assert np.mean(hits) > 0.5, np.mean(hits)
+
+
+def test_the_popularity_prior_orders_the_beams_items_and_its_weight_scales_it():
+    from models.sparse import LocalTables
+
+    src = LocalTables({n: EmbeddingTable(TableConfig(name=n, dim=4, optimizer=Adagrad(0.1))) for n in ("user_id",)})
+    items = np.arange(100, 110)
+    trainer = DeepRetrievalTrainer(src, [Slot("user", "user_id")], items, depth=1, width=2, beam=2, prior_weight=2.0)
+    logits = np.zeros(len(items), np.float32)
+    beams = np.array([[0], [1]])  # both paths: every item is a candidate
+    counts = np.zeros(len(items))
+    counts[7] = np.e - 1  # log(1 + count) = 1
+    trainer.set_popularity(counts)
+    assert trainer.prior[7] == pytest.approx(2.0) and trainer.prior.sum() == pytest.approx(2.0)
+    log_probs = np.log([0.5, 0.5])
+    top, scored, _ = trainer.candidates_of(logits, beams, log_probs, k=3)
+    assert top[0] == 107 and scored == len(items)
+    logits[3] = 2.5  # the user's own score beats the prior
+    assert trainer.candidates_of(logits, beams, log_probs, k=1)[0] == [103]
+    with pytest.raises(ValueError, match="for \\(3,\\) items; the catalogue has 10"):
+        trainer.set_popularity(np.zeros(3))
+
+
+def test_the_path_prior_keeps_the_pools_paths_that_hold_what_is_popular():
+    from models.sparse import LocalTables
+
+    src = LocalTables({n: EmbeddingTable(TableConfig(name=n, dim=4, optimizer=Adagrad(0.1))) for n in ("user_id",)})
+    items = np.arange(4)
+    trainer = DeepRetrievalTrainer(src, [Slot("user", "user_id")], items, depth=1, width=4, beam=1, paths_per_item=1,
+                                   prior_weight=1.0, beam_pool=4)
+    trainer.paths.item_paths = np.arange(4).reshape(4, 1, 1).astype(np.int32)  # item n on path (n,)
+    trainer.paths._index()
+    pool, log_probs = np.array([[0], [1], [2], [3]]), np.log([0.4, 0.3, 0.2, 0.1])
+    assert trainer.search_beam == 1 and trainer.select_paths(pool, log_probs).tolist() == [[0]]  # no prior yet
+    trainer.set_popularity(np.array([0, 0, 0, 20.0]))  # log 0.1 + log 21 beats log 0.4
+    assert trainer.search_beam == 4 and trainer.path_prior[(3,)] == pytest.approx(np.log(21))
+    assert trainer.select_paths(pool, log_probs).tolist() == [[3]]
+    assert trainer.candidates_of(np.zeros(4), pool, log_probs, k=5)[:2] == ([3], 1)  # only the kept path's items
