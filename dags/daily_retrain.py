@@ -12,12 +12,17 @@ the continuous online updates, and publishes the result when it beats the `champ
    replacing those days.
 3. **train**: `warm` starts the tables from the newest training-PS snapshot, `scratch` from
    nothing; trains `epochs` epochs, evaluates on *D* and logs to MLflow (experiment
-   `daily-retrain`): params, loss curves, AUC per task, Recall@K, a plot, the model bundle,
+   `daily-retrain`): params, loss curves, AUC per task, Recall/Precision/NDCG@K (items each
+   user clicked in training excluded; `_raw` without; `_cold`/`_warm` users) beside the
+   baselines on the same day (`popularity_*`: most clicked in the last `batch.popular_window_h`
+   hours; `ease_*`: EASE), a plot, the model bundle,
    a new version of the registered model `flywheel`, and the PS snapshot it wrote (tags
    `snapshot_id`, `snapshot_uri`). A re-run with the same date, params and data reuses the
    finished run instead of training again.
-4. **publish**: the candidate and the champion are evaluated on the same day; the winner (or
-   the candidate when `force_publish`) keeps/gets the alias `champion`. Publishing hands the
+4. **publish**: a candidate that does not beat the popularity baseline on `batch.gate_metric`
+   is not published (the run's `gate_reason` says by how much); then the candidate and the
+   champion are evaluated on the same day; the winner (or the candidate when `force_publish`)
+   keeps/gets the alias `champion`. Publishing hands the
    candidate's snapshot to the training PS first, then moves the alias; model servers follow
    the alias (serving/loader.py).
 

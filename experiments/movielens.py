@@ -125,8 +125,8 @@ def baselines(train, args) -> dict:
     window = MostPopular(window_s=args.popular_days * 86400).fit(train["item"], train["time"])
     ease = EASE(l2=args.ease_l2).fit(train["user"], train["item"])
     n = len(ease.items)
-    return {f"popular ({args.popular_days:g} days)": lambda user, k: (window.recommend(k), 0),
-            "popular (all training)": lambda user, k, p=MostPopular().fit(train["item"]): (p.recommend(k), 0),
+    return {f"popular ({args.popular_days:g} days)": lambda user, k: (window.recommend(k), n),
+            "popular (all training)": lambda user, k, p=MostPopular().fit(train["item"]): (p.recommend(k), n),
             f"EASE (l2={args.ease_l2:g})": lambda user, k: (ease.recommend(user, k), n)}
 
 
@@ -234,6 +234,9 @@ def plot(results: dict, path: Path) -> None:
     k = results["k"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
     r = results["retrieval"]
+    if not r or not results["ranking"]:  # --parts left one out: its side stays empty
+        fig.savefig(path, dpi=110)
+        return
     names = list(r)
     for offset, (column, label) in zip((-0.2, 0.2), ((f"recall_at_{k}", "seen excluded"), (f"recall_at_{k}_raw", "raw"))):
         a.bar(np.arange(len(names)) + offset, [r[n]["mean"][column] for n in names], width=0.4,

@@ -317,6 +317,20 @@ class JoinerConfig(_Section):
     keep_grace_s: float = Field(20, ge=0)  # ... and resubmits it when it has been gone this long
 
 
+ARMS = ("champion", "popularity")  # the arms of the online A/B test (serving/arms.py)
+
+
+def check_traffic(shares: dict[str, float]) -> dict[str, float]:
+    """``serving.traffic``: known arms, shares >= 0 summing to 1; raises ValueError saying which."""
+    unknown = sorted(set(shares) - set(ARMS))
+    if unknown:
+        raise ValueError(f"serving.traffic: unknown arm(s) {unknown}; the arms are {list(ARMS)}")
+    if any(v < 0 for v in shares.values()) or abs(sum(shares.values()) - 1) > 1e-6:
+        raise ValueError(f"serving.traffic: shares {shares} must be >= 0 and sum to 1 (an overlay merges with "
+                         "config/flywheel.yaml's arms: give every arm, e.g. popularity: 0)")
+    return shares
+
+
 class ServingConfig(_Section):
     """The model server (serving/app.py): the feed API and the event collector."""
 
@@ -345,8 +359,13 @@ class ServingConfig(_Section):
     features_topic: str = "features"
     features_linger_ms: int = Field(50, ge=0, le=1000)  # batching of served features to Kafka
     actions_topic: str = "actions"
+    # the online A/B test (serving/arms.py): arm -> share of users; arms: champion, popularity
+    traffic: dict[str, float] = {"champion": 1.0}
+    traffic_salt: str = "flywheel-ab"  # a new salt reshuffles users into arms (a new experiment)
 
     _port = field_validator("port")(_check_port)
+
+    _traffic = field_validator("traffic")(lambda cls, v: check_traffic(v))
 
 
 class OnlineConfig(_Section):
@@ -443,7 +462,7 @@ class BatchConfig(_Section):
     gate_metric: str = "auc_click"  # a candidate must beat the champion and popularity on this, same day
     recall_k: int = Field(50, ge=1)
     popular_window_h: float = Field(24, gt=0)  # the popularity baseline: most clicked in this trailing window
-    ease_max_items: int = Field(20_000, ge=1)  # the EASE baseline is left out above this catalogue size
+    ease_max_items: int = Field(10_000, ge=1)  # the EASE baseline is left out above this catalogue size (~2.4 GB at 10 K)
     dr_depth: int = Field(2, ge=1)
     dr_width: int = Field(16, ge=2)
     dr_beam: int = Field(14, ge=1)

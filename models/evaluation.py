@@ -36,8 +36,9 @@ def top_k_metrics(retrieve: Callable[[int, int], tuple[list[int], int]], truth: 
 
     The protocol: items the user interacted with in training are removed from the retrieved
     list (the retriever is asked for ``k + len(seen)`` items) and from their test items; users
-    left without test items are skipped. The ``*_raw`` figures take the first ``k`` items as
-    retrieved, against every test item. A user is *cold* with nothing in ``seen``.
+    left without test items (all seen) count only in the ``*_raw`` figures, which take the
+    first ``k`` items as retrieved, against every test item. A user is *cold* with nothing in
+    ``seen``.
 
     Args:
       retrieve: ``(user, n) -> (up to n item IDs, best first; items scored for this query)``.

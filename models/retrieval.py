@@ -155,7 +155,7 @@ class DeepRetrievalTrainer(_UserModelTrainer):
     def _path_prior(self) -> None:
         searched = self.search_beam
         self.path_prior = {path: float(self.prior_weight * np.log1p(self.popularity[on].sum()))
-                           for path, on in self.paths.items_on.items()} if self.popularity.any() else {}
+                           for path, on in self.paths.items_on.items()} if self.popularity.any() and self.prior_weight > 0 else {}
         if self.search_beam != searched:
             self._search_graph = None  # the beam width is part of the compiled graph
 

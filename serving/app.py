@@ -51,6 +51,7 @@ from flywheel import joiner_job, secrets
 from serving import demo
 from serving.candidate_rows import CandidateRows
 from serving.catalogue import Catalogue
+from serving.arms import TrafficSplit, Trending
 from serving.feed import FeedBuilder, NoModel, log_features
 from serving.history import Histories
 from serving.metrics import ServingMetrics
@@ -251,7 +252,8 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
         items = catalogue or Catalogue.load(s.catalogue, cfg.data.format, cfg.data.actions)
         state["feed"] = FeedBuilder(state["loader"], items,
                                     Histories(per_user=s.history), s.candidates, s.task_weights,
-                                    state["candidate_rows"], s.forward)
+                                    state["candidate_rows"], s.forward, TrafficSplit(s.traffic, s.traffic_salt),
+                                    Trending(cfg.batch.popular_window_h * 3600))
         state["panels"] = Panels(cfg, metrics.samples, state["loader"], joiner_job.job_name(cfg))
         yield
         state["workers"].shutdown(wait=True)
@@ -380,6 +382,8 @@ def create_app(cfg: FlywheelConfig, source=None, loader=None, producer=None, cat
         for a in actions:
             if a.action in TASK_OF_ACTION:
                 state["feed"].histories.add(a.user_id, a.item_id)
+            if a.action == "click":
+                state["feed"].trending.click(a.item_id, a.event_time)
         return EventsAccepted(accepted=len(actions))
 
     @app.get("/health")

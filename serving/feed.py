@@ -10,6 +10,10 @@ both passes run, and the NumPy one serves the version only when it chose the sam
 and scored them alike; otherwise TensorFlow does. The score that orders the feed is a weighted
 sum of the tasks' probabilities (``serving.task_weights``).
 
+With a traffic split (``serving.traffic``, serving/arms.py) a user may be in the
+``popularity`` arm instead: the most clicked items of a trailing window, logged the same way
+with ``model_version`` ``popularity:<window>``.
+
 Cold start: a user with no embedding yet (or no history) is still embedded (missing rows read
 as zeros) and gets the beam's items; when the beam holds fewer than ``k`` items the feed is
 filled from the catalogue of the model, so a feed is never short and never an error.
@@ -27,6 +31,7 @@ import numpy as np
 
 from models.sparse import RequestRows, pull_tables
 from serving.candidate_rows import CandidateRows
+from serving.arms import TrafficSplit, Trending
 from serving.catalogue import Catalogue
 from serving.forward import Forward, agrees, segment_mean
 from serving.history import Histories
@@ -56,8 +61,12 @@ class FeedBuilder:
 
     def __init__(self, loader, catalogue: Catalogue, histories: Histories, candidates: int = 200,
                  task_weights: dict[str, float] | None = None, candidate_rows: CandidateRows | None = None,
-                 forward: str = "numpy"):
+                 forward: str = "numpy", split: TrafficSplit | None = None, trending: Trending | None = None):
         self.loader, self.catalogue, self.histories = loader, catalogue, histories
+        if split is not None and "popularity" in split.shares and trending is None:
+            raise ValueError("a traffic split with a popularity arm needs its Trending counts")
+        self.split, self.trending = split, trending  # the A/B test (serving/arms.py); None: champion only
+        self._trending_of: str | None = None  # the model version whose recent clicks trending starts from
         self.candidates = candidates
         self.task_weights = task_weights or {"click": 1.0, "like": 1.0, "finish": 0.5}
         self.candidate_rows = candidate_rows
@@ -85,6 +94,8 @@ class FeedBuilder:
             raise NoModel(NoModel.__doc__)
         started = time.perf_counter()
         sparse = self.user_sparse(user)
+        if self.split is not None and self.split.arm(user) == "popularity":
+            return self._popular(model, user, sparse, k, started, timings)
         p, how = self._choose(model)
         if how == "check":
             path_of, candidates, scores, retrieved = self._check(model, p, user, sparse, k)
@@ -107,6 +118,23 @@ class FeedBuilder:
             served.append(Served(item, position, float(total[n]),
                                  {t: float(s[n]) for t, s in scores.items()}, features, path_of.get(item)))
         return request_id, version, served
+
+    def _popular(self, model, user: int, sparse: dict, k: int, started: float, timings: dict | None):
+        """The popularity arm: the most clicked items of the trailing window the user has not
+        clicked lately, logged like the champion's (their features train the models alike)."""
+        if self._trending_of != model.version:  # start (and restart) from the bundle's recent clicks
+            self.trending.set_base(model.retriever.items, model.retriever.popularity)
+            self._trending_of = model.version
+        top = self.trending.top(k, exclude=set(sparse["history"]))
+        if timings is not None:
+            timings.update(retrieve=time.perf_counter() - started, rank=0.0)
+        request_id, now = uuid.uuid4().hex, int(time.time() * 1000)
+        version = f"popularity:{self.trending.window_s / 3600:g}h"
+        return request_id, version, [
+            Served(item, position, clicks, {}, Features(
+                request_id=request_id, user_id=user, item_id=item, event_time=now, position=position,
+                model_version=version, sparse={**sparse, "item": [item], "genre": self.catalogue.genres.get(item, [])}))
+            for position, (item, clicks) in enumerate(top)]
 
     def _candidates(self, model, path_of: dict[int, tuple[int, ...]], k: int) -> list[int]:
         """The beam's items, then (a short beam: a cold user, few items on its paths) the

@@ -123,6 +123,7 @@ class Panels:
         builders = [("collector", "Model server and event collector", lambda: self._collector(now, got["server"])),
                     ("joiner", "Joiner (Flink)", lambda: self._joiner(now, got["joiner"])),
                     ("trainer", "Online trainer", lambda: self._trainer(now, got["trainer"])),
+                    ("arms", "A/B test (rates per arm, 95% interval)", lambda: self._arms(got["trainer"])),
                     ("sync", "Training → serving sync", lambda: self._sync(now, got)),
                     ("freshness", "Simulator and freshness", lambda: self._freshness(now, got["simulator"])),
                     ("champion", "Champion model", self._champion)]
@@ -188,6 +189,24 @@ class Panels:
             "last_batch_age_s": round(now - last, 1) if last else None,
             "champion_version": value(s, "flywheel_online_champion_version") or None,
         }}
+
+    def _arms(self, s) -> dict:
+        """Each serving arm's share of users and its rates per task from the joined examples
+        (the online trainer's ``flywheel_online_arm_*``)."""
+        title = "A/B test (rates per arm, 95% interval)"
+        if isinstance(s, Exception):
+            return {**self._down("arms", title, s), "error": f"A/B test: the online trainer measures the arms and "
+                                                              f"is down or unreachable ({type(s).__name__})"}
+        figures: dict = {f"{arm}_users_share": share for arm, share in self.cfg.serving.traffic.items()}
+        arms = sorted({x.labels["arm"] for x in s if x.name == "flywheel_online_arm_impressions"})
+        for arm in arms:
+            figures[f"{arm}_impressions"] = round(value(s, "flywheel_online_arm_impressions", arm=arm))
+            for task in ("click", "like"):
+                rate = [value(s, "flywheel_online_arm_rate", arm=arm, task=task, stat=k) for k in ("rate", "lo", "hi")]
+                if any(x.name == "flywheel_online_arm_rate" and x.labels == {"arm": arm, "task": task, "stat": "rate"}
+                       for x in s):
+                    figures[f"{arm}_{task}_rate"] = f"{rate[0]:.2%} ({rate[1]:.2%}–{rate[2]:.2%})"
+        return {"name": "arms", "title": title, "up": True, "figures": figures}
 
     def _sync(self, now: float, got: dict) -> dict:
         shards = [k for k in got if k.startswith("ps-")]

@@ -8,6 +8,9 @@ flywheel_simulator_feed_requests_total      status    GET /feed attempts by HTTP
                                                       (``error``: no response)
 flywheel_simulator_actions_total            action    actions the server accepted (202)
 flywheel_simulator_late_actions_total       -         of those, posted late
+flywheel_simulator_shown_total              arm       items shown, by the A/B arm that served them
+flywheel_simulator_reactions_total          arm,      the simulated users' actions on them
+                                            action    (what they did, posted or not)
 flywheel_simulator_errors_total             kind      ``no_model`` (feed 503), ``feed_unavailable``
                                                       (feed 503 with Retry-After: shed, or the
                                                       serving PS down), ``unavailable``
@@ -42,12 +45,26 @@ class SimulatorMetrics:
         self.errors = Counter("flywheel_simulator_errors", "failed requests by kind", ["kind"], registry=r)
         self.feed_latency = Histogram("flywheel_simulator_feed_latency_seconds", "GET /feed round trip",
                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.shown = Counter("flywheel_simulator_shown", "items shown, by A/B arm", ["arm"], registry=r)
+        self.reactions = Counter("flywheel_simulator_reactions", "actions on shown items, by A/B arm",
+                                 ["arm", "action"], registry=r)
         self.drifted = Gauge("flywheel_simulator_drifted", "1 once the users' tastes have drifted", registry=r)
 
     def value(self, name: str, **labels: str) -> float:
         """The current value of a sample, e.g. ``value("flywheel_simulator_actions_total", action="click")``
         (0 when it has not been counted yet)."""
         return self.registry.get_sample_value(name, labels) or 0.0
+
+    def rates_by_arm(self) -> dict[str, dict[str, float]]:
+        """{arm: {shown, click_rate, like_rate}}: each arm's share of shown items the users
+        clicked and liked (their own judgement of held-out items, independent of the joiner)."""
+        out: dict[str, dict[str, float]] = {}
+        for s in next(iter(self.shown.collect())).samples:
+            if s.name.endswith("_total") and s.value > 0:
+                arm = s.labels["arm"]
+                out[arm] = {"shown": s.value, **{f"{a}_rate": self.value("flywheel_simulator_reactions_total", arm=arm,
+                                                                           action=a) / s.value for a in ("click", "like")}}
+        return out
 
     def summary(self) -> dict[str, float]:
         """Every counter sample, by name and labels: what a person reads at the end of a run."""

@@ -39,7 +39,7 @@ from simulator.client import GaveUp, ModelServerClient
 from simulator.late import LateActions, split_late
 from simulator.metrics import SimulatorMetrics
 from simulator.population import Population, load_population
-from streaming.schemas import Action
+from streaming.schemas import Action, arm_of
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,10 @@ class Simulator:
             return 0
         now_ms = time.time_ns() // 1_000_000
         reactions = self.population.respond(user, feed.items, self.rng, drifted=self.drifted)
+        arm = arm_of(feed.model_version)
+        self.metrics.shown.labels(arm).inc(len(feed.items))
+        for r in reactions:
+            self.metrics.reactions.labels(arm, r.action).inc()
         actions = [Action(request_id=feed.request_id, user_id=user, item_id=r.item_id, event_time=now_ms,
                           action=r.action) for r in reactions]
         on_time, late = split_late(actions, self.late_share, self.rng)
@@ -250,6 +254,8 @@ class Simulator:
         m = self.metrics
         actions = sum(v for k, v in m.summary().items() if k.startswith("flywheel_simulator_actions_total"))
         errors = sum(v for k, v in m.summary().items() if k.startswith("flywheel_simulator_errors_total"))
-        log.info("%d sessions, %d actions accepted (%d late), %d held back, %d errors, %.0f s",
+        log.info("%d sessions, %d actions accepted (%d late), %d held back, %d errors, %.0f s; by arm: %s",
                  self.sessions_done, actions, m.value("flywheel_simulator_late_actions_total"), len(self.late),
-                 errors, time.monotonic() - self._start)
+                 errors, time.monotonic() - self._start,
+                 "; ".join(f"{arm} {r['shown']:.0f} shown, click {r['click_rate']:.2%}, like {r['like_rate']:.2%}"
+                           for arm, r in m.rates_by_arm().items()) or "-")

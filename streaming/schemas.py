@@ -16,7 +16,8 @@ event_time     int      A F E epoch time: action happened / item served; 2000..2
 action         str      A     impression, click, like, finish, share or skip               -
 watch_time_ms  int|null A     how long the item was watched, >= 0 (default null)           ms
 position       int      F E   rank of the item in the served list, 0 = top                 -
-model_version  str      F E   the model that ranked the list                               -
+model_version  str      F E   the model that ranked the list; ``<arm>:...`` when an arm    -
+                              other than the champion served it (:func:`arm_of`)
 sparse         dict     F E   slot name -> feature IDs, 0..2^63-1 (default empty)          -
 dense          dict     F E   name -> finite float (default empty)                         -
 labels         dict     E     task -> 0/1, exactly the tasks in ``TASKS``                  -
@@ -337,3 +338,11 @@ def dead_letter(raw: bytes | str, topic: str, error: SchemaError, now_ms: int | 
         preview=data[:200].decode("utf-8", "replace"),
     )
     return encode(record)
+
+
+def arm_of(model_version: str | None) -> str:
+    """The A/B arm (serving/arms.py) that served a list, read off its ``model_version``:
+    ``popularity:24h`` -> ``popularity``; a bare version (``flywheel/7``) -> ``champion``."""
+    if model_version and ":" in model_version:
+        return model_version.split(":", 1)[0]
+    return "champion"

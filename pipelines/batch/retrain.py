@@ -151,7 +151,7 @@ def evaluate(ranker, retriever, rows: list[dict], k: int, seen: dict[int, set[in
     found = dict(zip(users, retriever.retrieve(queries, k + most))) if users else {}
     figures = flat(top_k_metrics(lambda user, n: (found[user][0][:n], found[user][1]), truth, seen, k,
                                  len(retriever.items)))
-    out.update({("eval_" + k if k.startswith("users") else k): v for k, v in figures.items()})
+    out.update({("eval_" + name if name.startswith("users") else name): v for name, v in figures.items()})
     out["eval_examples"] = len(rows)
     return out
 
@@ -175,7 +175,7 @@ def baseline_figures(train_rows: list[dict], rows: list[dict], tasks: list[str],
     seen = clicked_by_user(train_rows)
     _, _, truth = _queries(rows)
     out.update({f"popularity_{m}": v for m, v in flat(top_k_metrics(
-        lambda user, n: (popular.recommend(n), 0), truth, seen, k, n_items)).items()})
+        lambda user, n: (popular.recommend(n), n_items), truth, seen, k, n_items)).items()})
     try:
         ease = EASE(max_items=ease_max_items).fit([e["user_id"] for e in clicks], [e["item_id"] for e in clicks])
     except ValueError as exc:

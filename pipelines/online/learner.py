@@ -16,6 +16,8 @@ learning embeddings from each batch of joined examples, with progressive validat
   lost ~0.05 AUC against the batch model; scaled, it gains 0.004-0.007. ``personal_tables``
   (``online.personal_tables``: rows only one user's examples touch, the user ID) keep the
   batch's mean step, so a user's own row follows their actions within a few syncs.
+- **Each A/B arm's rates** (pipelines/online/arms.py): impressions and positives per arm and
+  task from the examples trained, with 95% intervals.
 - **Progressive validation**: each batch is scored *before* it trains, so the rolling AUC over
   the last ``window`` examples measures the model on data it has not seen (Monolith's online
   metric).
@@ -33,6 +35,7 @@ import numpy as np
 from models.evaluation import auc_per_task
 from models.mmoe import task_weights
 from models.sparse import FrozenDense, Gradients, merge_gradients
+from pipelines.online.arms import ArmRates
 from pipelines.online.upgrades import LabelUpgrades
 
 
@@ -49,6 +52,7 @@ class OnlineLearner:
         self.recent: collections.deque = collections.deque(maxlen=window)  # (labels, weights, scores)
         self.examples = 0
         self.upgrades = LabelUpgrades()
+        self.arms = ArmRates()  # each A/B arm's rates from these examples (pipelines/online/arms.py)
         self.started = time.monotonic()
         self._rate = (time.monotonic(), 0)
         self.examples_per_s = 0.0
@@ -70,6 +74,7 @@ class OnlineLearner:
         ``ps`` is the client the loaded models pull through (the loader's source)."""
         model = self._models()
         tasks = list(model.ranker.model.tasks)
+        self.arms.add(examples, tasks)
         received, examples = len(examples), self.upgrades.apply(examples, tasks)
         if not examples:  # repeats only: nothing new to learn
             self.examples += received
@@ -109,8 +114,9 @@ class OnlineLearner:
             self._rate = (since, count)
 
     def metrics(self) -> dict[str, float]:
-        """Rolling AUC per task over the last ``window`` examples, examples/s, examples so far."""
-        out = {"examples": float(self.examples), "examples_per_s": self.examples_per_s}
+        """Rolling AUC per task over the last ``window`` examples, examples/s, examples so far,
+        and each A/B arm's rates (``arm_*``)."""
+        out = {"examples": float(self.examples), "examples_per_s": self.examples_per_s, **self.arms.metrics()}
         if len(self.recent) >= 100:
             tasks = list(self.recent[0][0])
             labels = {t: np.array([r[0][t] for r in self.recent]) for t in tasks}

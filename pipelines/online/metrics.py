@@ -12,6 +12,8 @@
 | ``flywheel_online_last_batch_timestamp_seconds`` | gauge | when the last batch was pushed to the training PS (unix s) |
 | ``flywheel_online_champion_version`` | gauge | the champion version trained on (0: waiting for one) |
 | ``flywheel_online_position{partition}`` | gauge | the examples offset up to which batches were pushed (the training PS's ledger ends there) |
+| ``flywheel_online_arm_rate{arm,task,stat}`` | gauge | an A/B arm's positive rate per task (stat ``rate``, or ``lo``/``hi`` of its 95% interval), from the examples trained |
+| ``flywheel_online_arm_impressions{arm}`` | gauge | impressions of an arm so far (sample-rate weighted) |
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ class OnlineMetrics:
         self.champion = Gauge("flywheel_online_champion_version", "champion version trained on", registry=r)
         self.position = Gauge("flywheel_online_position", "offset up to which batches were pushed", ["partition"],
                               registry=r)
+        self.arm_rate = Gauge("flywheel_online_arm_rate", "an A/B arm's rate per task, with its 95% interval",
+                              ["arm", "task", "stat"], registry=r)
+        self.arm_impressions = Gauge("flywheel_online_arm_impressions", "an A/B arm's impressions", ["arm"], registry=r)
         self._seen = {"examples": 0.0, "recoveries": 0.0, "bad": 0.0, "poison": 0.0}
 
     def serve(self, host: str, port: int):
@@ -59,6 +64,11 @@ class OnlineMetrics:
         for key, value in learner_metrics.items():
             if key.startswith("rolling_auc_"):
                 self.auc.labels(key.removeprefix("rolling_auc_")).set(value)
+            elif key.startswith("arm_") and key.endswith("_impressions"):
+                self.arm_impressions.labels(key[4:-12]).set(value)
+            elif key.startswith("arm_"):  # arm_<arm>_<task>_<stat>
+                arm, task, stat = key[4:].rsplit("_", 2)
+                self.arm_rate.labels(arm, task, stat).set(value)
 
     def batch_pushed(self, covered: dict[str, int] | None = None) -> None:
         """After a push the PS acknowledged; ``covered``: partition -> offset pushed up to."""

@@ -76,7 +76,8 @@ def run_online(cfg: FlywheelConfig, stop=lambda: False, idle_exit_s: float | Non
             log.info("online: %s", ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
 
     with mlflow.start_run(run_name=f"online {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}"):
-        mlflow.log_params({"champion_version": loader.current.version, **{f"online.{k}": v for k, v in o.model_dump().items()}})
+        mlflow.log_params({"champion_version": loader.current.version, "serving.traffic": str(cfg.serving.traffic),
+                           **{f"online.{k}": v for k, v in o.model_dump().items()}})
         try:
             trainer.run(stop=stop, idle_exit_s=idle_exit_s, on_tick=tick, tick_s=METRICS_TICK_S,
                         on_batch=lambda _: metrics.batch_pushed(trainer.covered))

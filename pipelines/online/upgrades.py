@@ -13,7 +13,8 @@ once, joined within one checkpoint) train as one impression with every label rig
 keeps the labels trained per (request_id, item_id) for the last ``capacity`` keys (least
 recently seen dropped first; size it to the examples of one label window). An example
 repeating a key of an earlier batch trains only the tasks whose label rose (the others get
-weight 0 through ``sample_rates``); an exact repeat trains nothing. The 0 that a task upgraded
+weight 0 through ``sample_rates``) and is marked ``upgrade: True`` (not a new impression);
+an exact repeat trains nothing. The 0 that a task upgraded
 in a later batch learned first is not undone (that would take a negative weight, which the
 weighted-mean loss cannot take): without coalescing, a like or finish always arriving with its
 click would be learned as 0 then 1 and so pulled toward p = 0.5. The online trainer forgets
@@ -51,7 +52,7 @@ class LabelUpgrades:
             if risen:
                 rates = e.get("sample_rates") or {}
                 kept = {t: (rates.get(t, e.get("sample_rate", 1.0)) if t in risen else 0.0) for t in tasks}
-                out.append({**e, "sample_rates": kept})
+                out.append({**e, "sample_rates": kept, "upgrade": True})
         while len(self.trained) > self.capacity:
             self.trained.popitem(last=False)
         return out

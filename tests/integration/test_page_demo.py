@@ -115,6 +115,9 @@ def test_a_new_users_clicks_change_their_embedding_and_the_page_shows_the_new_fe
             && v("joiner", "positives") > 0; }""", timeout=60_000)
     assert panel(page, "champion")["up"] == "1" and panel(page, "champion")["figures"]["version"]
     assert panel(page, "freshness")["up"] == "0" and "Simulator" in panel(page, "freshness")["text"]  # not running
+    arms = panel(page, "arms")  # the A/B panel: the tests' one arm, its click rate from the joined examples
+    assert arms["up"] == "1" and arms["figures"]["champion_users_share"] == "1", arms
+    assert float(arms["figures"]["champion_impressions"]) > 0 and "%" in arms["figures"]["champion_click_rate"], arms
     page.screenshot(path=ARTIFACTS / "demo-page.png", full_page=True)
 
     control.stop(loop["cfg"], ["online-trainer"])  # a component stops: its panel says so, by name

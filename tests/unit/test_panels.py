@@ -53,6 +53,10 @@ def test_panels_fill_from_live_endpoints_and_name_what_is_down(tmp_path):
     Counter("flywheel_online_examples", "", registry=registry).inc(90_000)
     Gauge("flywheel_online_rolling_auc", "", ["task"], registry=registry).labels("click").set(0.71)
     Gauge("flywheel_online_last_batch_timestamp_seconds", "", registry=registry).set(time.time())
+    arm_rate = Gauge("flywheel_online_arm_rate", "", ["arm", "task", "stat"], registry=registry)
+    for stat, v in (("rate", 0.052), ("lo", 0.049), ("hi", 0.0553)):
+        arm_rate.labels("champion", "like", stat).set(v)
+    Gauge("flywheel_online_arm_impressions", "", ["arm"], registry=registry).labels("champion").set(1234.4)
     http, _ = start_http_server(trainer_port, addr="127.0.0.1", registry=registry)
 
     own = ServingMetrics()
@@ -65,12 +69,15 @@ def test_panels_fill_from_live_endpoints_and_name_what_is_down(tmp_path):
     time.sleep(0.5)
     got = panels.read()
     by = {p["name"]: p for p in got["panels"]}
-    assert set(by) == {"collector", "joiner", "trainer", "sync", "freshness", "champion"} == set(first)
+    assert set(by) == {"collector", "joiner", "trainer", "arms", "sync", "freshness", "champion"} == set(first)
 
     assert by["collector"]["up"] and by["collector"]["figures"]["events_accepted"] == 40
     assert by["collector"]["figures"]["events_per_s"] > 0  # 30 more over the window
     t = by["trainer"]
     assert t["up"] and t["figures"]["examples_per_s"] == 5123 and t["figures"]["auc_click"] == 0.71
+    arms = by["arms"]["figures"]  # the configured split, and the rates the trainer measured
+    assert arms["champion_users_share"] == cfg.serving.traffic["champion"] and arms["champion_impressions"] == 1234
+    assert arms["champion_like_rate"] == "5.20% (4.90%–5.53%)" and "champion_click_rate" not in arms
     s = by["sync"]
     assert s["up"] and s["figures"]["lag_messages"] == 0 and 0.5 < s["figures"]["last_applied_age_s"] < 30
     for name, who in (("joiner", "Joiner (Flink)"), ("freshness", "Simulator")):
@@ -85,6 +92,7 @@ def test_panels_fill_from_live_endpoints_and_name_what_is_down(tmp_path):
     serving.metrics_http.server_close()
     by = {p["name"]: p for p in panels.read()["panels"]}
     assert not by["trainer"]["up"] and by["trainer"]["error"].startswith("Online trainer is down")
+    assert not by["arms"]["up"] and by["arms"]["error"].startswith("A/B test")
     assert not by["sync"]["up"] and "ps-serving-0" in by["sync"]["error"]
     assert by["collector"]["up"]
     training.shutdown()

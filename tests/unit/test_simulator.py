@@ -196,7 +196,8 @@ class FakeModelServer:
                     request_id = f"req-{len(fake.feeds)}"
                     items = fake.items_for(user)[:k]
                     fake.feeds[request_id] = (user, items)
-                self.reply(200, {"request_id": request_id, "model_version": "flywheel/1", "user_id": user,
+                version = "popularity:24h" if user % 2 else "flywheel/1"  # two A/B arms
+                self.reply(200, {"request_id": request_id, "model_version": version, "user_id": user,
                                  "items": [{"item_id": i, "position": n, "score": 0.5, "scores": {}, "title": "",
                                             "genres": []} for n, i in enumerate(items)]})
 
@@ -259,6 +260,15 @@ def test_replay_posts_valid_actions_on_the_feeds_it_got_and_retries_503(populati
             assert a.action in actions_for_level(level)
     for action in {a.action for a in actions}:
         assert m.value("flywheel_simulator_actions_total", action=action) == sum(a.action == action for a in actions)
+
+    arm = lambda user: "popularity" if user % 2 else "champion"  # noqa: E731 - as the fake server serves
+    by_arm = m.rates_by_arm()
+    for name in ("champion", "popularity"):  # per arm: what was shown, and what the users did with it
+        shown = sum(len(items) for user, items in server.feeds.values() if arm(user) == name)
+        assert by_arm[name]["shown"] == shown > 0
+        clicks = sum(a.action == "click" and arm(a.user_id) == name for a in actions)
+        assert by_arm[name]["click_rate"] == pytest.approx(clicks / shown)
+        assert m.value("flywheel_simulator_reactions_total", arm=name, action="click") == clicks
 
     late = [(received, e) for received, batch in server.posts for e in batch if received - e["event_time"] >= 300]
     assert 0 < len(late) < len(actions)  # some held back 0.3 s, posted with their original event_time
