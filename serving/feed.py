@@ -112,9 +112,7 @@ class FeedBuilder:
         served = []
         for position, n in enumerate(order):
             item = candidates[n]
-            features = Features(request_id=request_id, user_id=user, item_id=item, event_time=now,
-                                position=position, model_version=version,
-                                sparse={**sparse, "item": [item], "genre": self.catalogue.genres.get(item, [])})
+            features = self._features(request_id, user, item, now, position, version, sparse)
             served.append(Served(item, position, float(total[n]),
                                  {t: float(s[n]) for t, s in scores.items()}, features, path_of.get(item)))
         return request_id, version, served
@@ -131,10 +129,15 @@ class FeedBuilder:
         request_id, now = uuid.uuid4().hex, int(time.time() * 1000)
         version = f"popularity:{self.trending.window_s / 3600:g}h"
         return request_id, version, [
-            Served(item, position, clicks, {}, Features(
-                request_id=request_id, user_id=user, item_id=item, event_time=now, position=position,
-                model_version=version, sparse={**sparse, "item": [item], "genre": self.catalogue.genres.get(item, [])}))
+            Served(item, position, clicks, {}, self._features(request_id, user, item, now, position, version, sparse))
             for position, (item, clicks) in enumerate(top)]
+
+    def _features(self, request_id: str, user: int, item: int, now: int, position: int, version: str,
+                  sparse: dict) -> Features:
+        """What is logged for one shown item: the user's slots plus the item's own."""
+        return Features(request_id=request_id, user_id=user, item_id=item, event_time=now, position=position,
+                        model_version=version,
+                        sparse={**sparse, "item": [item], "genre": self.catalogue.genres.get(item, [])})
 
     def _candidates(self, model, path_of: dict[int, tuple[int, ...]], k: int) -> list[int]:
         """The beam's items, then (a short beam: a cold user, few items on its paths) the

@@ -103,16 +103,23 @@ def clicked_by_user(rows: list[dict]) -> dict[int, set[int]]:
     return seen
 
 
-def recent_clicks(rows: list[dict], items: np.ndarray, window_h: float) -> np.ndarray:
-    """Each of ``items``' clicks in the trailing ``window_h`` hours of ``rows`` (the retriever's
-    popularity prior and the popularity baseline count the same clicks)."""
+def recent_popular(rows: list[dict], window_h: float):
+    """The items most clicked in the trailing ``window_h`` hours of ``rows`` (a fitted
+    ``MostPopular``), or None without clicks: the retriever's popularity prior and the
+    popularity baseline count the same clicks."""
     from models.baselines import MostPopular
 
     clicks = [e for e in rows if e["labels"]["click"]]
     if not clicks:
-        return np.zeros(len(items))
-    return MostPopular(window_s=window_h * 3_600_000).fit(
-        [e["item_id"] for e in clicks], [e["event_time"] for e in clicks]).score(items)
+        return None
+    return MostPopular(window_s=window_h * 3_600_000).fit([e["item_id"] for e in clicks],
+                                                          [e["event_time"] for e in clicks])
+
+
+def recent_clicks(rows: list[dict], items: np.ndarray, window_h: float) -> np.ndarray:
+    """Each of ``items``' clicks in the trailing ``window_h`` hours of ``rows``."""
+    popular = recent_popular(rows, window_h)
+    return popular.score(items) if popular is not None else np.zeros(len(items))
 
 
 def _queries(rows: list[dict]) -> tuple[list[int], list[dict], dict[int, set[int]]]:
@@ -162,14 +169,13 @@ def baseline_figures(train_rows: list[dict], rows: list[dict], tasks: list[str],
     ``ease_*`` like :func:`evaluate`'s figures: most popular by clicks in the trailing
     ``window_h`` hours of training (its click counts are also the ranking score for the AUC),
     and EASE over the training clicks (left out, with a log line, above ``ease_max_items``)."""
-    from models.baselines import EASE, MostPopular
+    from models.baselines import EASE
     from models.evaluation import flat, top_k_metrics
 
-    clicks = [e for e in train_rows if e["labels"]["click"]]
-    if not clicks:
+    popular = recent_popular(train_rows, window_h)
+    if popular is None:
         return {}
-    popular = MostPopular(window_s=window_h * 3_600_000).fit([e["item_id"] for e in clicks],
-                                                               [e["event_time"] for e in clicks])
+    clicks = [e for e in train_rows if e["labels"]["click"]]
     score = popular.score([e["item_id"] for e in rows])
     out = {f"popularity_{m}": v for m, v in _auc(rows, tasks, dict.fromkeys(tasks, score)).items()}
     seen = clicked_by_user(train_rows)
