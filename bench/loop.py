@@ -418,8 +418,10 @@ def online_trainer(cfg, data: Path, args) -> dict:
     loader = ChampionLoader(cfg, PSClient.from_config(cfg, role="training"))
     loader.poll()
     out: dict = {"topic": topic, "examples": total, "champion": loader.current.version, "model": {}, "baseline": {}}
+    # the backlog holds final examples (no provisional negatives): trained as they are ("wait")
     for bs in args.batch_sizes:
-        learner = OnlineLearner(loader, train_dense=cfg.online.train_dense, window=cfg.online.window)
+        learner = OnlineLearner(loader, train_dense=cfg.online.train_dense, window=cfg.online.window,
+                                delayed_feedback="wait")
         out["model"][bs] = trainer_rate(cfg, topic, total, bs, learner.step, on_rollback=learner.forget)
         out["model"][bs]["rolling_auc"] = {k: v for k, v in learner.metrics().items() if k.startswith("rolling_auc")}
         echo(f"  batch {bs}: {out['model'][bs]['rate']:.0f} examples/s (model)")
@@ -427,7 +429,8 @@ def online_trainer(cfg, data: Path, args) -> dict:
         echo(f"  batch {bs}: {out['baseline'][bs]['rate']:.0f} examples/s (consume + parse only)")
     if args.profile:
         profile = cProfile.Profile()
-        learner = OnlineLearner(loader, train_dense=cfg.online.train_dense, window=cfg.online.window)
+        learner = OnlineLearner(loader, train_dense=cfg.online.train_dense, window=cfg.online.window,
+                                delayed_feedback="wait")
         trainer_rate(cfg, topic, total, args.batch_sizes[0], learner.step, profile, on_rollback=learner.forget)
         text = io.StringIO()
         pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(25)

@@ -381,6 +381,9 @@ class OnlineConfig(_Section):
     group: str = "flywheel-online-trainer"  # Kafka group its offsets are committed to (monitoring only)
     step_scale: Literal["batch", "mean"] = "batch"  # batch: rows move per example as in the retrain
     personal_tables: list[str] = ["user_id"]  # ...except these (one user's rows): each batch's mean step
+    # fnw: fake negative weighting (pipelines/online/delayed.py; the joiner sends each impression at
+    # once as a provisional negative); wait: train the joiner's final examples as they come
+    delayed_feedback: Literal["fnw", "wait"] = "fnw"
 
     _port = field_validator("metrics_port")(_check_port)
 

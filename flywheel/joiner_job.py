@@ -85,7 +85,10 @@ def arguments(cfg: FlywheelConfig) -> list[str]:
         "group": j.group, "delivery": j.delivery, "land-lateness-s": j.land_lateness_s,
         "land-path": f"{cfg.hdfs_uri}{j.examples_dir}" if j.examples_dir else "",
     }
-    return flinkjobs.kafka_argv(cfg, "joiner") + [part for name, value in args.items() for part in (f"--{name}", str(value))]
+    # the online trainer's delayed feedback (online.delayed_feedback) decides what the joiner sends it
+    flags = ["--provisional-negatives"] if cfg.online.delayed_feedback == "fnw" else []
+    return (flinkjobs.kafka_argv(cfg, "joiner") + [part for name, value in args.items() for part in (f"--{name}", str(value))]
+            + flags)
 
 
 def start(cfg: FlywheelConfig, savepoint: str | None = None) -> str:

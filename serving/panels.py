@@ -48,7 +48,8 @@ def flink_join(cfg: FlywheelConfig, job_name: str, timeout_s: float = TIMEOUT_S)
             for m in http.get(url, params={"get": ",".join(names)}, timeout=timeout_s).json():
                 name = m["id"].rsplit(".", 1)[-1]
                 out[name] = out.get(name, 0.0) + float(m["value"])
-    out["emitted"] = sum(out.get(k, 0.0) for k in ("positives", "corrections", "negatives_kept", "negatives_explicit"))
+    out["emitted"] = sum(out.get(k, 0.0) for k in ("positives", "corrections", "negatives_kept", "negatives_explicit",
+                                                    "provisional"))
     checkpoints = http.get(f"{base}/jobs/{job['jid']}/checkpoints", timeout=timeout_s).json()
     latest = (checkpoints.get("latest") or {}).get("completed") or {}
     out["checkpoint_at"] = latest.get("latest_ack_timestamp", 0) / 1000 or None
@@ -163,7 +164,8 @@ class Panels:
         return {"name": "joiner", "title": "Joiner (Flink)", "up": True, "figures": {
             "state": j["state"], "examples_per_s": self._rate("joiner", "emitted", now, j["emitted"]),
             "positives": j.get("positives"), "negatives_kept": j.get("negatives_kept"),
-            "negatives_dropped": j.get("negatives_dropped"), "join_latency_ms": self._mean_latency(now, j),
+            "negatives_dropped": j.get("negatives_dropped"), "provisional_negatives": j.get("provisional"),
+            "join_latency_ms": self._mean_latency(now, j),
             "last_checkpoint_age_s": round(now - j["checkpoint_at"], 1) if j.get("checkpoint_at") else None,
             "checkpoint_ms": j.get("checkpoint_ms"),
         }}

@@ -154,12 +154,18 @@ class _Joined(BaseModel):
     join_delay_ms: Annotated[int, Field(ge=0, le=INT63_MAX)]
     is_correction: bool = False
     sample_rates: TaskRates | None = None  # see streaming.sampling
+    # an impression sent at once as a negative, before its label window closes (the online
+    # trainer's delayed feedback: pipelines/online/delayed.py); never landed for the batch
+    provisional: bool | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> _Joined:
         if self.is_correction and not any(self.labels.values()):
             raise PydanticCustomError("inconsistent", "a correction re-emits a late positive, but every label is 0",
                                       {"field": "is_correction"})
+        if self.provisional and (any(self.labels.values()) or self.is_correction):
+            raise PydanticCustomError("inconsistent", "a provisional negative has every label 0 and is no correction",
+                                      {"field": "provisional"})
         if self.sample_rates is not None:
             if max(self.sample_rates.values()) != self.sample_rate:
                 raise PydanticCustomError("inconsistent", "sample_rate must be the largest of sample_rates",
@@ -180,10 +186,10 @@ class Example(_Joined, _Served):
     @classmethod
     def from_features(cls, features: Features, labels: dict[str, int], sample_rate: float,
                       join_delay_ms: int, is_correction: bool = False,
-                      sample_rates: dict[str, float] | None = None) -> Example:
+                      sample_rates: dict[str, float] | None = None, provisional: bool = False) -> Example:
         """The example for ``features`` (valid already, so not re-checked; its dicts are shared)."""
         joined = _Joined(labels=labels, sample_rate=sample_rate, join_delay_ms=join_delay_ms,
-                         is_correction=is_correction, sample_rates=sample_rates)
+                         is_correction=is_correction, sample_rates=sample_rates, provisional=provisional or None)
         return cls.model_construct(**dict(features), **dict(joined))
 
 

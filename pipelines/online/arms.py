@@ -8,9 +8,14 @@ the click), so a task's rate is ``positives / impressions``. The 95% interval is
 the effective sample size ``(sum w)^2 / sum w^2`` of the weights.
 
 Rates count from the trainer's start (one A/B readout per run); an impression replayed after
-a rollback is recognised by its (request, item) key and not counted again. Labels arrive late: until the
-joiner's label window has closed for the first impressions, only positives have arrived and
-every rate reads high; the arms are compared on the same footing all the same.
+a rollback is recognised by its (request, item) key and not counted again.
+
+Labels arrive late. With the joiner's provisional negatives (``online.delayed_feedback: fnw``)
+an impression is counted when it is served (its provisional negative) and its positives as
+they come, so a rate reads low by the actions still to come (most come within seconds).
+Without them (``wait``) the impressions are the joiner's final examples: until the label window
+has closed for the first impressions only positives have arrived and every rate reads high.
+Either way the arms are compared on the same footing.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ class ArmRates:
     It keeps its own :class:`LabelUpgrades` (never forgotten on a rollback, unlike the
     learner's), so examples the trainer replays after a recovery are not counted twice."""
 
-    def __init__(self, capacity: int = 500_000):
+    def __init__(self, capacity: int = 500_000, provisional_impressions: bool = False):
+        self.provisional_impressions = provisional_impressions  # impressions = provisional negatives
         self._sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0, 0.0]))
         self._counted = LabelUpgrades(capacity)
 
@@ -55,12 +61,13 @@ class ArmRates:
         weights = task_weights(examples, tasks)
         for n, e in enumerate(examples):
             arm = self._sums[arm_of(e.get("model_version"))]
+            impression = bool(e.get("provisional")) if self.provisional_impressions else not e.get("upgrade")
             for t in tasks:
                 w = float(weights[t][n])
                 if w <= 0:
                     continue
                 row = arm[t]
-                if not e.get("upgrade"):
+                if impression:
                     row[0] += w
                     row[1] += w * w
                 row[2] += w * float(bool(e["labels"].get(t, 0)))

@@ -16,11 +16,15 @@ learning embeddings from each batch of joined examples, with progressive validat
   lost ~0.05 AUC against the batch model; scaled, it gains 0.004-0.007. ``personal_tables``
   (``online.personal_tables``: rows only one user's examples touch, the user ID) keep the
   batch's mean step, so a user's own row follows their actions within a few syncs.
+- **Delayed feedback** (``online.delayed_feedback``, pipelines/online/delayed.py): ``fnw``, the
+  default, trains each impression at once from the joiner's provisional negative and every
+  positive again, with fake negative weighting; ``wait`` trains the joiner's final examples.
 - **Each A/B arm's rates** (pipelines/online/arms.py): impressions and positives per arm and
   task from the examples trained, with 95% intervals.
 - **Progressive validation**: each batch is scored *before* it trains, so the rolling AUC over
   the last ``window`` examples measures the model on data it has not seen (Monolith's online
-  metric).
+  metric), with each example's labels and sampling weights as trained (under ``fnw``: every
+  impression a negative at first, its positives when they come).
 
 Use it as the ``step`` of :class:`pipelines.online.trainer.OnlineTrainer`.
 """
@@ -35,6 +39,7 @@ import numpy as np
 from models.evaluation import auc_per_task
 from models.mmoe import task_weights
 from models.sparse import FrozenDense, Gradients, merge_gradients
+from pipelines.online import delayed
 from pipelines.online.arms import ArmRates
 from pipelines.online.upgrades import LabelUpgrades
 
@@ -43,8 +48,11 @@ class OnlineLearner:
     """``step(examples, ps)`` for the online trainer; ``metrics()`` for logs and MLflow."""
 
     def __init__(self, loader, train_dense: bool = False, window: int = 20_000, reference_batch: int | None = None,
-                 personal_tables: tuple[str, ...] = ()):
+                 personal_tables: tuple[str, ...] = (), delayed_feedback: str = "fnw"):
+        if delayed_feedback not in delayed.METHODS:
+            raise ValueError(f"delayed_feedback {delayed_feedback!r}: one of {', '.join(delayed.METHODS)}")
         self.loader, self.train_dense = loader, train_dense
+        self.fnw = delayed_feedback == "fnw"
         self.reference_batch = reference_batch  # None: each batch's mean loss as it is
         self.personal_tables = set(personal_tables)  # not scaled: one user's rows, no crowd to overshoot
         self.version: str | None = None
@@ -52,7 +60,8 @@ class OnlineLearner:
         self.recent: collections.deque = collections.deque(maxlen=window)  # (labels, weights, scores)
         self.examples = 0
         self.upgrades = LabelUpgrades()
-        self.arms = ArmRates()  # each A/B arm's rates from these examples (pipelines/online/arms.py)
+        self.impressions = delayed.ImpressionScores()  # fnw: a positive is validated with its impression's score
+        self.arms = ArmRates(provisional_impressions=self.fnw)  # each A/B arm's rates from these examples (pipelines/online/arms.py)
         self.started = time.monotonic()
         self._rate = (time.monotonic(), 0)
         self.examples_per_s = 0.0
@@ -76,16 +85,20 @@ class OnlineLearner:
         tasks = list(model.ranker.model.tasks)
         self.arms.add(examples, tasks)
         received, examples = len(examples), self.upgrades.apply(examples, tasks)
+        if self.fnw:  # provisional negatives, and positives only: the rest went in as provisional
+            examples = delayed.trainable(examples, tasks)
         if not examples:  # repeats only: nothing new to learn
             self.examples += received
             self._count(received)
             return {}
         scores = model.ranker.score(examples)
         weights = task_weights(examples, tasks)
+        validation = (self.impressions.validation(examples, scores, tasks) if self.fnw
+                      else [{t: float(scores[t][n]) for t in tasks} for n in range(len(examples))])
         for n, e in enumerate(examples):
             self.recent.append(({t: e["labels"].get(t, 0) for t in tasks}, {t: float(weights[t][n]) for t in tasks},
-                                {t: float(scores[t][n]) for t in tasks}))
-        _, ranking = model.ranker.step(examples)
+                                validation[n]))
+        _, ranking = model.ranker.step(delayed.weighted(examples, scores, tasks) if self.fnw else examples)
         clicks = [e for n, e in enumerate(examples) if e["labels"].get("click") and weights["click"][n] > 0
                   and e["item_id"] in model.retriever.index_of]  # an upgrade of a trained click: not again
         parts = [ranking]

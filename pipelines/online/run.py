@@ -52,7 +52,7 @@ def run_online(cfg: FlywheelConfig, stop=lambda: False, idle_exit_s: float | Non
     loader.start()
     learner = OnlineLearner(loader, train_dense=o.train_dense, window=o.window,
                             reference_batch=cfg.batch.batch_size if o.step_scale == "batch" else None,
-                            personal_tables=tuple(o.personal_tables))
+                            personal_tables=tuple(o.personal_tables), delayed_feedback=o.delayed_feedback)
     trainer = OnlineTrainer(cfg, learner.step, topic=cfg.joiner.examples_topic, batch_size=o.batch_size,
                             snapshot_every=o.snapshot_every,
                             on_rollback=lambda: (learner.forget(), metrics.positions(trainer.covered)))

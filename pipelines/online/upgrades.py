@@ -14,7 +14,9 @@ keeps the labels trained per (request_id, item_id) for the last ``capacity`` key
 recently seen dropped first; size it to the examples of one label window). An example
 repeating a key of an earlier batch trains only the tasks whose label rose (the others get
 weight 0 through ``sample_rates``) and is marked ``upgrade: True`` (not a new impression);
-an exact repeat trains nothing. The 0 that a task upgraded
+an exact repeat trains nothing. A ``provisional`` negative (pipelines/online/delayed.py) is
+never merged into the positives of its key: it passes the batch as it is and its key's labels
+start at 0, so the positives after it are upgrades. The 0 that a task upgraded
 in a later batch learned first is not undone (that would take a negative weight, which the
 weighted-mean loss cannot take): without coalescing, a like or finish always arriving with its
 click would be learned as 0 then 1 and so pulled toward p = 0.5. The online trainer forgets
@@ -65,7 +67,7 @@ class LabelUpgrades:
         own: list[dict[str, int] | None] = []
         labels: dict[tuple, dict[str, int]] = {}
         for n, e in enumerate(examples):
-            if e.get("request_id") is None:
+            if e.get("request_id") is None or e.get("provisional"):
                 own.append(None)
                 continue
             key = (e["request_id"], e.get("item_id"))

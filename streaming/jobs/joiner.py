@@ -17,9 +17,14 @@ into training ``examples``, keyed by (request_id, item_id), in event time.
   (``sample_rate`` 1), and no sampled negative follows it. An action after either negative
   (within retention) emits a corrected positive (``is_correction``); at
   ``max(event times) + retention`` the key's state is cleared.
+- With ``--provisional-negatives`` (the online trainer's delayed feedback, ``online.delayed_feedback:
+  fnw``; pipelines/online/delayed.py), each served item also goes out at once, when its
+  features arrive, as a ``provisional`` negative: kept by the same hash and rates as the
+  label-window negative, so an impression is visible to online training before its window
+  closes. The examples above still follow; landing leaves provisional ones out of HDFS.
 - Flink metrics (REST, per operator): ``flywheel.accepted`` and ``flywheel.dead_letters.<reason>``
   of the parsers; ``flywheel.join.positives``, ``.corrections``, ``.negatives_kept``,
-  ``.negatives_dropped``, ``.negatives_explicit`` (skips), ``.latency_ms_sum`` and ``.latency_joins`` (wall-clock ms from a live
+  ``.negatives_dropped``, ``.negatives_explicit`` (skips), ``.provisional``, ``.latency_ms_sum`` and ``.latency_joins`` (wall-clock ms from a live
   action's event time to its join, summed, and the joins counted) of the join. Counters only:
   a gauge is a Python callback from Flink's metric threads, which crashed the TaskManager when
   the job was cancelled (thread mode).
@@ -72,7 +77,7 @@ def keyed_bytes() -> Types:
 DEAD_LETTERS = "dead-letter"  # side output tag of Parse: rows keyed by source topic
 FEATURES, ACTION = "f", "a"
 NO_LABELS = {task: 0 for task in TASKS}
-JOIN_COUNTERS = ("positives", "corrections", "negatives_kept", "negatives_dropped", "negatives_explicit")
+JOIN_COUNTERS = ("positives", "corrections", "negatives_kept", "negatives_dropped", "negatives_explicit", "provisional")
 # join latency of live actions (wall clock at the join minus the action's event time): the sum
 # (ms) and the count, so a reader takes the mean over any window
 JOIN_LATENCY = ("latency_ms_sum", "latency_joins")
@@ -128,8 +133,10 @@ class Join(KeyedProcessFunction):
     came before the features.
     """
 
-    def __init__(self, label_window_ms: int, retention_ms: int, negative_rates: dict[str, float]):
+    def __init__(self, label_window_ms: int, retention_ms: int, negative_rates: dict[str, float],
+                 provisional_negatives: bool = False):
         self.window, self.retention, self.rates = label_window_ms, retention_ms, negative_rates
+        self.provisional = provisional_negatives
 
     def open(self, runtime_context: RuntimeContext):
         # Type infos are made here (module-level ones hold Java objects, which do not pickle).
@@ -154,10 +161,12 @@ class Join(KeyedProcessFunction):
             if state[0] is None:  # a duplicate delivery of the same served item: the first counts
                 state[0] = payload
                 ctx.timer_service().register_event_time_timer(event_time + self.window)
+                if self.provisional and (kept := sample_negative(ctx.get_current_key(), self.rates)):
+                    out.append(self._provisional_negative(payload, kept))
                 actions = list(self.pending.get() or [])
                 if actions:
                     self.pending.clear()
-                    out = [ex for t, a in sorted(actions) if (ex := self._join(state, t, a))]
+                    out += [ex for t, a in sorted(actions) if (ex := self._join(state, t, a))]
         elif state[0] is None:
             self.pending.add((event_time, payload))
         elif ex := self._join(state, event_time, payload):
@@ -193,6 +202,15 @@ class Join(KeyedProcessFunction):
         state[2] = "negative"
         self.counted["negatives_explicit"].inc()
         example = Example.from_features(features, dict(NO_LABELS), 1.0, max(0, action_time - features.event_time))
+        return Row(key_of(example), encode(example))
+
+    def _provisional_negative(self, raw: bytes, kept: dict[str, float]) -> Row:
+        """The served item as a negative at once (before any action), kept as its label-window
+        negative would be."""
+        features = parse_features(raw)
+        self.counted["provisional"].inc()
+        rate, rates = example_rates(kept)
+        example = Example.from_features(features, dict(NO_LABELS), rate, 0, sample_rates=rates, provisional=True)
         return Row(key_of(example), encode(example))
 
     def on_timer(self, timestamp: int, ctx):
@@ -266,6 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--negative-rate", type=float, default=0.1, help="share of negatives kept, 0 < r <= 1")
     parser.add_argument("--negative-rates", default="", help="per-task overrides of --negative-rate, "
                         f"e.g. like=0.3,share=1 (tasks: {', '.join(TASKS)})")
+    parser.add_argument("--provisional-negatives", action="store_true",
+                        help="also emit each kept served item at once as a provisional negative (delayed feedback)")
     parser.add_argument("--out-of-orderness-s", type=float, default=5, help="watermark lag behind event time, s")
     parser.add_argument("--idle-timeout-s", type=float, default=30, help="a silent partition stops holding the watermark, s")
     parser.add_argument("--parallelism", type=int, default=0, help="0 = the cluster default")
@@ -301,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         dead.append(parsed.get_side_output(OutputTag(DEAD_LETTERS, keyed_bytes())))
         tagged.append(parsed.assign_timestamps_and_watermarks(watermarks).uid(f"watermarks-{kind}"))
-    join = Join(int(args.label_window_s * 1000), int(args.retention_s * 1000), rates)
+    join = Join(int(args.label_window_s * 1000), int(args.retention_s * 1000), rates, args.provisional_negatives)
     examples = (
         tagged[0].union(tagged[1])
         .key_by(lambda record: record[1], key_type=Types.STRING())

@@ -19,6 +19,8 @@ connector with ``'format' = 'parquet'``::
 - **Complete hours**: ``_SUCCESS`` is written when the watermark (example time minus
   ``--land-lateness-s``) passes the end of the hour; the daily batch reads a day whose 24 hours
   are complete (an hour without examples has no folder).
+- **Final examples only**: ``provisional`` negatives (the online trainer's delayed feedback,
+  sent before the label window closes) are left out; the batch learns from final labels.
 - Records that are not valid JSON of this shape are skipped by the JSON format (only the
   joiner writes ``examples``, after validating; see its dead letters for rejected input).
 """
@@ -61,7 +63,7 @@ def land_examples(t_env: StreamTableEnvironment, statements: StatementSet, *, bo
         "format": "json", "json.ignore-parse-errors": "true", **(login or {}),
     }
     t_env.execute_sql(
-        f"CREATE TEMPORARY TABLE landing_source ({columns}, "
+        f"CREATE TEMPORARY TABLE landing_source ({columns}, provisional BOOLEAN, "
         "example_time AS TO_TIMESTAMP_LTZ(event_time + join_delay_ms, 3), "
         f"WATERMARK FOR example_time AS example_time - INTERVAL '{int(lateness_s)}' SECOND"
         f") WITH ({sql_options(source)})")
@@ -82,4 +84,4 @@ def land_examples(t_env: StreamTableEnvironment, statements: StatementSet, *, bo
               "THEN CURRENT_WATERMARK(example_time) ELSE example_time END")
     statements.add_insert_sql(
         f"INSERT INTO landing_sink SELECT {names}, DATE_FORMAT(landed, 'yyyy-MM-dd'), DATE_FORMAT(landed, 'HH') "
-        f"FROM (SELECT *, {landed} AS landed FROM landing_source)")
+        f"FROM (SELECT *, {landed} AS landed FROM landing_source WHERE provisional IS NOT TRUE)")

@@ -47,7 +47,7 @@ class Joiner:
                 "--features-topic", self.topics["features"], "--actions-topic", self.topics["actions"],
                 "--examples-topic", self.topics["examples"], "--dead-letter-topic", self.topics["dead"]]
         for name, value in args.items():
-            argv += [f"--{name}", str(value)]
+            argv += [f"--{name}"] if value is True else [f"--{name}", str(value)]
         self.job = flinkjobs.submit(stack, REPO_ROOT / "streaming/jobs/joiner.py", argv)
         flinkjobs.wait(stack, self.job, until={"RUNNING"}, timeout_s=120)
         self.readers = {}
@@ -126,6 +126,26 @@ def test_in_order_action_joins_into_a_positive(joiner):
     [ex2] = j.read("examples", 1, of("r1"))
     assert ex2["labels"] == {"click": 1, "like": 1, "finish": 0, "share": 0}
     assert ex2["join_delay_ms"] == 9_000
+
+
+def test_provisional_negatives_go_out_at_once_and_the_final_examples_still_follow(joiner):
+    j = joiner(**{"provisional-negatives": True})
+    j.send(features("p1"))
+    j.send(features("p2", item_id=8))
+    first = j.read("examples", 2, lambda r: r["request_id"] in ("p1", "p2"))  # before any action or window
+    assert all(e["provisional"] and e["labels"] == dict.fromkeys(e["labels"], 0) for e in first)
+    assert {e["request_id"] for e in first} == {"p1", "p2"} and all(e["join_delay_ms"] == 0 for e in first)
+    j.send(action("p1", "click", T0 + 3_000))
+    [clicked] = j.read("examples", 1, of("p1"))
+    assert clicked["labels"]["click"] == 1 and "provisional" not in clicked
+    j.send(features("tick", item_id=9, event_time=T0 + (WINDOW_S + 10) * 1000))  # p2's window closes
+    [negative] = j.read("examples", 1, of("p2"), settle_s=3)
+    assert "provisional" not in negative and negative["join_delay_ms"] == WINDOW_S * 1000
+    counted, deadline = {}, time.monotonic() + 60  # the join counter of what went out provisionally
+    while time.monotonic() < deadline and counted.get("provisional", 0) < 3:
+        counted = {k.rsplit(".", 1)[-1]: v for k, v in flinkjobs.metrics(j.stack, j.job, ".flywheel.join.").items()}
+        time.sleep(2)
+    assert counted["provisional"] == 3  # p1, p2, tick
 
 
 def test_action_before_its_features_waits_and_joins(joiner):

@@ -67,7 +67,7 @@ def test_stop_with_savepoint_and_resume_loses_and_duplicates_nothing(cfg):
         send(served("b", u)), send(served("c", u))
     producer.flush()
     got = read_examples(cfg, run, want=len(USERS))
-    assert Counter(e["request_id"] for e in got) == {f"{run}-a": len(USERS)}
+    assert Counter(e["request_id"] for e in got if not e.get("provisional")) == {f"{run}-a": len(USERS)}
 
     savepoint = joiner_job.stop(cfg)
     assert savepoint.startswith("hdfs://") and joiner_job.record(cfg)["savepoint"] == savepoint
@@ -85,7 +85,12 @@ def test_stop_with_savepoint_and_resume_loses_and_duplicates_nothing(cfg):
     for u in USERS:  # then "late" becomes a negative, and examples two hours on complete hour 15
         send(served("later", u, T0 + 2 * 3_600_000)), send(click("later", u, T0 + 2 * 3_600_000 + 1))
     producer.flush()
-    got = read_examples(cfg, run, want=6 * len(USERS))
+    everything = read_examples(cfg, run, want=6 * len(USERS))
+    got = [e for e in everything if not e.get("provisional")]
+    # the test config trains online with fake negative weighting: each served item also went out
+    # at once as a provisional negative (negative rate 1: all kept), once, across the savepoint too
+    provisional = Counter((e["request_id"].split("-")[1], e["user_id"]) for e in everything if e.get("provisional"))
+    assert set(provisional.values()) == {1} and len(provisional) == 6 * len(USERS), provisional
 
     counts = Counter((e["request_id"].split("-")[1], e["user_id"], e["labels"]["click"]) for e in got)
     assert set(counts.values()) == {1}, f"duplicates: {[k for k, n in counts.items() if n > 1]}"
@@ -99,7 +104,7 @@ def test_stop_with_savepoint_and_resume_loses_and_duplicates_nothing(cfg):
         assert time.monotonic() < deadline, f"{hour}/_SUCCESS did not appear"
         time.sleep(1)
     spark = spark_session(cfg, "it-savepoint")
-    try:  # every example once on HDFS too (later hours' files show up at the next checkpoints)
+    try:  # every final example once on HDFS too, no provisional one (later hours' files show up at the next checkpoints)
         for _ in range(6):
             landed = spark.read.parquet(f"{cfg.hdfs_uri}{cfg.joiner.examples_dir}").where(f"request_id LIKE '{run}-%'")
             landed = Counter((r["request_id"].split("-")[1], r["user_id"], r["labels"]["click"]) for r in landed.collect())
@@ -113,7 +118,7 @@ def test_stop_with_savepoint_and_resume_loses_and_duplicates_nothing(cfg):
 
 def read_examples(cfg, run: str, want: int, timeout_s: float = 120) -> list[dict]:
     """Every committed example of this run on the examples topic (from the start), once ``want``
-    are there (plus 3 s for any extra)."""
+    final ones (not provisional) are there (plus 3 s for any extra)."""
     consumer = KafkaConsumer(cfg.joiner.examples_topic, **kafka_args(cfg), auto_offset_reset="earliest",
                              isolation_level="read_committed", consumer_timeout_ms=1000)
     found, deadline, settle = [], time.monotonic() + timeout_s, None
@@ -121,10 +126,10 @@ def read_examples(cfg, run: str, want: int, timeout_s: float = 120) -> list[dict
         while time.monotonic() < deadline and (settle is None or time.monotonic() < settle):
             for batch in consumer.poll(timeout_ms=1000).values():
                 found += [e for m in batch if (e := json.loads(m.value))["request_id"].startswith(f"{run}-")]
-            if settle is None and len(found) >= want:
+            if settle is None and sum(not e.get("provisional") for e in found) >= want:
                 settle = time.monotonic() + 3
     finally:
         consumer.close()
-    seen = Counter(e["request_id"] for e in found)
-    assert len(found) >= want, f"{len(found)}/{want} examples after {timeout_s:.0f}s: {dict(seen)}"
+    seen = Counter(e["request_id"] for e in found if not e.get("provisional"))
+    assert sum(seen.values()) >= want, f"{len(found)}/{want} examples after {timeout_s:.0f}s: {dict(seen)}"
     return found

@@ -12,7 +12,7 @@ def test_step_merges_gradients_keeps_dense_frozen_and_validates_progressively(tm
     loader = trained_loader(tmp_path)
     model = loader.current
     dense_before = [w.copy() for w in model.ranker.model.get_weights()]
-    learner = OnlineLearner(loader, train_dense=False, window=500)
+    learner = OnlineLearner(loader, train_dense=False, window=500, delayed_feedback="wait")  # final examples
     source = model.ranker.source
     item_rows = None
     for seed in range(10, 14):
@@ -107,8 +107,8 @@ def test_online_steps_are_sized_as_in_the_daily_retrain(tmp_path):
     loader = trained_loader(tmp_path)
     source = loader.current.ranker.source
     batch = examples(16, 7)
-    plain = OnlineLearner(loader, window=500).step(batch, source)
-    scaled = OnlineLearner(loader, window=500, reference_batch=64).step(batch, source)
+    plain = OnlineLearner(loader, window=500, delayed_feedback="wait").step(batch, source)
+    scaled = OnlineLearner(loader, window=500, reference_batch=64, delayed_feedback="wait").step(batch, source)
     for table, (ids, grads) in plain.items():
         np.testing.assert_array_equal(scaled[table][0], ids)
         np.testing.assert_allclose(scaled[table][1], grads * 16 / 64, rtol=1e-5, atol=1e-8)
@@ -118,7 +118,8 @@ def test_a_users_own_rows_keep_the_full_step(tmp_path):
     loader = trained_loader(tmp_path)
     source = loader.current.ranker.source
     batch = examples(16, 8)
-    plain = OnlineLearner(loader, window=500).step(batch, source)
-    scaled = OnlineLearner(loader, window=500, reference_batch=64, personal_tables=("user_id",)).step(batch, source)
+    plain = OnlineLearner(loader, window=500, delayed_feedback="wait").step(batch, source)
+    scaled = OnlineLearner(loader, window=500, reference_batch=64, personal_tables=("user_id",),
+                           delayed_feedback="wait").step(batch, source)
     np.testing.assert_allclose(scaled["user_id"][1], plain["user_id"][1], rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(scaled["item_id"][1], plain["item_id"][1] * 16 / 64, rtol=1e-5, atol=1e-8)

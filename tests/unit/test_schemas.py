@@ -51,6 +51,7 @@ def wire(model, **over) -> bytes:
     (make_action(), parse_action), (make_action(watch_time_ms=None, action="impression"), parse_action),
     (make_features(), parse_features), (make_features(sparse={}, dense={}), parse_features),
     (make_example(), parse_example), (make_example(is_correction=True), parse_example),
+    (Example.from_features(make_features(), dict.fromkeys(TASKS, 0), 0.1, 0, provisional=True), parse_example),
 ])
 def test_round_trip_is_exact_compact_and_versioned(model, parse):
     raw = encode(model)
@@ -135,6 +136,7 @@ REJECTS = [
     (parse_features, b" " * (MAX_MESSAGE_BYTES + 1), "too_large", None, [str(MAX_MESSAGE_BYTES)]),
     (parse_example, wire(E, is_correction=True, labels=dict.fromkeys(TASKS, 0)), "inconsistent", "is_correction",
      ["late positive"]),
+    (parse_example, wire(E, provisional=True), "inconsistent", "provisional", ["every label 0"]),
 ]
 
 
