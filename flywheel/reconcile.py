@@ -131,12 +131,12 @@ def unlogged_clicks(acked: list[dict], features: list[dict]) -> list[tuple]:
 
 def examples_reconciled(acked: list[dict], examples: list[dict], unlogged: list[tuple] = ()) -> Tally:
     """Each acknowledged click's impression joined into an example with click=1 (but for the
-    ``unlogged`` ones, which cannot join); no emission (impression, labels, correction flag)
-    written twice."""
+    ``unlogged`` ones, which cannot join); no emission (impression, labels, correction and
+    provisional flags) written twice."""
     clicked = {(a["request_id"], a["item_id"]) for a in acked if a["action"] == "click"} - set(unlogged)
     emissions = Counter((e.get("request_id"), e.get("item_id"), tuple(sorted((e.get("labels") or {}).items())),
-                         bool(e.get("is_correction"))) for e in examples)
-    joined = {(rid, item) for (rid, item, labels, _) in emissions if dict(labels).get("click") == 1}
+                         bool(e.get("is_correction")), bool(e.get("provisional"))) for e in examples)
+    joined = {(rid, item) for (rid, item, labels, *_) in emissions if dict(labels).get("click") == 1}
     return Tally("acknowledged clicks -> joined into `examples`", len(clicked),
                  lost=sorted(clicked - joined),
                  doubled=sorted(k[:2] for k, n in emissions.items() if n > 1 and k[:2] in clicked))

@@ -26,6 +26,9 @@ sample_rates   dict     E     task -> its rate, 0 <= r <= 1, when tasks differ (
                               null: every task has ``sample_rate``); 0 = not kept for it
 join_delay_ms  int      E     from serving to emitting this example, >= 0                  ms
 is_correction  bool     E     a late positive re-emitted after a negative (default false)  -
+provisional    bool     E     sent at serving, before any outcome, as a negative (every    -
+                              label 0; pipelines/online/delayed.py; default null = false);
+                              a reader older than this field refuses it (extra="forbid")
 ============== ======== ===== ============================================================ ====
 
 Why JSON and not Avro: Avro needs its writer's schema at every reader, which in practice

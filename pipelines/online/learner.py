@@ -32,6 +32,7 @@ Use it as the ``step`` of :class:`pipelines.online.trainer.OnlineTrainer`.
 from __future__ import annotations
 
 import collections
+import logging
 import time
 
 import numpy as np
@@ -42,6 +43,8 @@ from models.sparse import FrozenDense, Gradients, merge_gradients
 from pipelines.online import delayed
 from pipelines.online.arms import ArmRates
 from pipelines.online.upgrades import LabelUpgrades
+
+log = logging.getLogger(__name__)
 
 
 class OnlineLearner:
@@ -60,6 +63,8 @@ class OnlineLearner:
         self.recent: collections.deque = collections.deque(maxlen=window)  # (labels, weights, scores)
         self.examples = 0
         self.upgrades = LabelUpgrades()
+        self.provisional = self.final_negatives = 0  # fnw: what the joiner sends (_check_provisional)
+        self._warned = False
         self.impressions = delayed.ImpressionScores()  # fnw: a positive is validated with its impression's score
         self.arms = ArmRates(provisional_impressions=self.fnw)  # each A/B arm's rates from these examples (pipelines/online/arms.py)
         self.started = time.monotonic()
@@ -83,8 +88,13 @@ class OnlineLearner:
         ``ps`` is the client the loaded models pull through (the loader's source)."""
         model = self._models()
         tasks = list(model.ranker.model.tasks)
+        received = len(examples)
+        if self.fnw:
+            self._check_provisional(examples)
+        else:  # provisional negatives (a joiner still sending them) would count each negative twice
+            examples = [e for e in examples if not e.get("provisional")]
         self.arms.add(examples, tasks)
-        received, examples = len(examples), self.upgrades.apply(examples, tasks)
+        examples = self.upgrades.apply(examples, tasks)
         if self.fnw:  # provisional negatives, and positives only: the rest went in as provisional
             examples = delayed.trainable(examples, tasks)
         if not examples:  # repeats only: nothing new to learn
@@ -114,6 +124,22 @@ class OnlineLearner:
                       for table, (ids, grads) in merged.items()}
         return merged
 
+    def _check_provisional(self, examples: list[dict]) -> None:
+        """fnw trains negatives from the joiner's provisional ones only: say so loudly when
+        final negatives come and no provisional one ever did (a joiner started without
+        ``--provisional-negatives``), as training then sees positives alone."""
+        for e in examples:
+            if e.get("provisional"):
+                self.provisional += 1
+            elif not any((e.get("labels") or {}).values()):
+                self.final_negatives += 1
+        if self.provisional == 0 and self.final_negatives >= 100 and not self._warned:
+            self._warned = True
+            log.error("online.delayed_feedback is fnw, but %d final negatives came and no provisional one: the joiner "
+                      "runs without --provisional-negatives, so training sees positives alone. Restart the joiner "
+                      "with this config (make joiner-stop && make joiner-resume), or set online.delayed_feedback: wait",
+                      self.final_negatives)
+
     def forget(self) -> None:
         """The trainer rolled back: the examples it replays are trained as new."""
         self.upgrades.forget()
@@ -130,6 +156,8 @@ class OnlineLearner:
         """Rolling AUC per task over the last ``window`` examples, examples/s, examples so far,
         and each A/B arm's rates (``arm_*``)."""
         out = {"examples": float(self.examples), "examples_per_s": self.examples_per_s, **self.arms.metrics()}
+        if self.fnw:
+            out["provisional_negatives"] = float(self.provisional)
         if len(self.recent) >= 100:
             tasks = list(self.recent[0][0])
             labels = {t: np.array([r[0][t] for r in self.recent]) for t in tasks}

@@ -30,7 +30,7 @@ def test_rows_are_valid_examples_in_their_hour(data):
     positives = rows[[labels["click"] == 1 for labels in rows["labels"]]]
     assert len(positives) == len(data.events) and len(rows) <= 3 * len(data.events)
     for _, row in rows.head(50).iterrows():
-        Example.model_validate({**{k: row[k] for k in Example.model_fields if k not in ("sparse", "dense")},
+        Example.model_validate({**{k: row[k] for k in Example.model_fields if k not in ("sparse", "dense", "provisional")},
                                 "sparse": dict(row["sparse"]), "dense": dict(row["dense"])}, strict=False)
 
 
